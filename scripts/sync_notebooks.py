@@ -1,0 +1,73 @@
+"""Keep the book's notebooks in shape: the Colab install cell first, and no outputs.
+
+    python scripts/sync_notebooks.py          # rewrite book/*.ipynb in place
+    python scripts/sync_notebooks.py --check  # exit 1 and name the notebooks that would change
+
+The install cell is generated from ``repository.url`` and ``repository.branch`` in ``_config.yml``,
+so the repository address is configured once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = "colab-install"
+
+
+def install_source(config: Path = ROOT / "_config.yml") -> str:
+    """The source of the first cell of every chapter."""
+    text = config.read_text()
+    url = re.search(r"^\s+url:\s*(\S+)", text, re.M).group(1)
+    branch = re.search(r"^\s+branch:\s*(\S+)", text, re.M).group(1)
+    return (
+        "# Colab only: install dipreg from the repository (torch is already there). Elsewhere this does nothing:\n"
+        "# install the project with the README's commands instead.\n"
+        "import sys\n"
+        "\n"
+        'if "google.colab" in sys.modules:\n'
+        f'    %pip install -q "dipreg @ git+{url}@{branch}"'
+    )
+
+
+def normalise(nb: dict, install: str) -> dict:
+    """Return the notebook with the install cell first and every output stripped."""
+    cells = [c for c in nb["cells"] if TAG not in c.get("metadata", {}).get("tags", [])]
+    first = {"cell_type": "code", "execution_count": None, "id": "colab-install",
+             "metadata": {"tags": [TAG]}, "outputs": [], "source": install.splitlines(keepends=True)}
+    for c in cells:
+        if c["cell_type"] == "code":
+            c["outputs"], c["execution_count"] = [], None
+    nb["cells"] = [first] + cells
+    nb.setdefault("metadata", {})["kernelspec"] = {"display_name": "Python 3", "language": "python",
+                                                   "name": "python3"}
+    nb["metadata"].setdefault("accelerator", "GPU")
+    nb["metadata"].setdefault("colab", {"provenance": []})
+    return nb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report notebooks that are out of shape")
+    args = parser.parse_args(argv)
+    install = install_source()
+    stale = []
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        before = path.read_text()
+        after = json.dumps(normalise(json.loads(before), install), indent=1, ensure_ascii=False) + "\n"
+        if after != before:
+            stale.append(path.relative_to(ROOT))
+            if not args.check:
+                path.write_text(after)
+    if args.check and stale:
+        print("out of shape (run python scripts/sync_notebooks.py):", *stale, sep="\n  ")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

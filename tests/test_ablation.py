@@ -1,0 +1,168 @@
+"""Ablation grid on a tiny pair: settings, resume, lookup, tables, figures and the widget callbacks."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dipreg import RegistrationConfig
+from dipreg import ablation as ab
+from dipreg.ablation import ABLATION_AXES, axis_table, load_grid, lookup, plot_axis, run_grid, setting_for
+from dipreg.data import sample_pair
+
+BASE = RegistrationConfig(down=(8, 8, 8), up=(8, 8, 8), skip=2, in_channels=4, readout_draws=1, iterations=4)
+AXES = {"method": ["dip", "classical-w0", "classical"], "depth": [1, 2], "init_std": [None, 0.1],
+        "noise": ["fresh", "fixed"], "iterations": [2, 8]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return sample_pair().resized(64)
+
+
+@pytest.fixture(scope="module")
+def grid_path(pair, tmp_path_factory):
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        path = tmp_path_factory.mktemp("abl") / "grid.npz"
+        return run_grid(pair, path, base=BASE, axes=AXES, iterations=2, device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_axes_cover_the_brief():
+    assert {"method", "depth", "width", "skip", "init_std", "noise_std", "noise", "loss", "lr", "iterations"} \
+        <= set(ABLATION_AXES)
+    assert set(ABLATION_AXES["method"]) == {"dip", "classical-w0", "classical"}
+    assert 0 in ABLATION_AXES["skip"] and set(ABLATION_AXES["loss"]) == {"mae", "mse", "lncc"}
+    base = RegistrationConfig()
+    assert tuple(setting_for(base, "depth", 3)[1]["down"]) == (16, 32, 64)
+    assert tuple(setting_for(base, "depth", 6)[1]["down"]) == (16, 32, 64, 128, 128, 128)
+    assert tuple(setting_for(base, "width", 0.5)[1]["up"]) == (8, 16, 32, 64, 64)
+    method, kw = setting_for(base, "method", "classical-w0")
+    assert method == "classical" and kw["weight"] == 0
+    assert setting_for(base, "method", "classical")[1]["weight"] > 0
+    assert setting_for(base, "iterations", 100, iterations=30, base_iterations=300)[1]["iterations"] == 10
+
+
+def test_grid_contents(grid_path):
+    grid = load_grid(grid_path)
+    # one-at-a-time: dip/depth 3/init 0.01/fresh/iterations 4 (the base, scaled to 2) are one run
+    assert set(grid.axes) == set(AXES)
+    assert [e["label"] for e in grid.axes["depth"]] == ["1", "2", "3"]  # the base depth is added
+    assert [e["default"] for e in grid.axes["depth"]] == [False, False, True]
+    assert len(grid.records) == 1 + 2 + 2 + 2 + 1 + 2  # base, classical x2, depth 1-2, init x2, fixed, its 2, 8
+    base_key = grid.axes["method"][0]["key"]
+    assert all(e["key"] == base_key for a in grid.axes.values() for e in a if e["default"])
+    rec = lookup(grid, "depth", 2)
+    for k in ("ssim_after", "jac_mean", "jac_std", "folded_fraction", "std_log_jac", "seconds"):
+        assert math.isfinite(rec[k]), k
+    assert rec["iterations"] == 2 and len(rec["history"]) == 2 and rec["history_steps"] == [0, 1]
+    assert rec["warped"].shape == (64, 64) and rec["warped"].dtype == np.float16
+    assert rec["detj"].shape == (64, 64)
+    assert rec["settings"]["down"] == [8, 8]
+    assert lookup(grid, "init_std", None)["label"] == "torch default"
+    assert lookup(grid, "init_std", "torch default")["value"] is None
+    assert lookup(grid, "iterations", 8)["iterations"] == 4  # the axis is scaled by 2 / 4
+    cl0 = lookup(grid, "method", "classical-w0")
+    levels = cl0["settings"]["levels"]
+    assert cl0["method"] == "classical" and cl0["settings"]["weight"] == 0 and cl0["iterations"] == 2 * levels
+    with pytest.raises(KeyError, match="not on axis"):
+        lookup(grid, "depth", 7)
+    with pytest.raises(KeyError, match="axes"):
+        lookup(grid, "width", 1.0)
+
+
+def test_resume_skips_finished_settings(pair, tmp_path, monkeypatch):
+    path = tmp_path / "g.npz"
+    calls = []
+    real = ab._run_setting
+    kill = {"at": 2}
+
+    def counting(method, settings, pairs, **kw):
+        calls.append(settings)
+        if len(calls) == kill["at"]:
+            raise KeyboardInterrupt
+        return real(method, settings, pairs, **kw)
+
+    monkeypatch.setattr(ab, "_run_setting", counting)
+    axes = {"noise": ["fresh", "fixed"]}
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(pair, path, base=BASE, axes=axes, iterations=2, device="cpu", progress=False)
+    assert len(load_grid(path).records) == 1  # the first setting was saved before the interruption
+    calls.clear()
+    kill["at"] = None
+    run_grid(pair, path, base=BASE, axes={**axes, "depth": [2]}, iterations=2, device="cpu", progress=False)
+    assert [c["noise"] for c in calls] == ["fixed", "fresh"]  # the missing noise setting, then depth 2
+    assert tuple(calls[1]["down"]) == (8, 8)
+    grid = load_grid(path)
+    assert len(grid.records) == 3 and set(grid.axes) == {"noise", "depth"}
+    calls.clear()
+    run_grid(pair, path, base=BASE, axes=axes, iterations=2, device="cpu", progress=False)
+    assert calls == []
+    with pytest.raises(ValueError, match="another base"):
+        run_grid(pair, path, base=BASE.replace(lr=0.5), axes=axes, iterations=2, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="another digest"):
+        run_grid(pair.resized(48), path, base=BASE, axes=axes, iterations=2, device="cpu", progress=False)
+
+
+def test_bad_arguments(pair, tmp_path):
+    with pytest.raises(ValueError, match="unknown ablation axis"):
+        run_grid(pair, tmp_path / "g.npz", base=BASE, axes={"colour": [1]}, iterations=2, progress=False)
+    with pytest.raises(TypeError):
+        run_grid("pair", tmp_path / "g.npz", base=BASE, axes={"noise": ["fixed"]}, progress=False)
+    (tmp_path / "junk.npz").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_grid(tmp_path / "junk.npz")
+    with pytest.raises(FileNotFoundError):
+        load_grid(tmp_path / "missing.npz")
+
+
+def test_tables_and_static_figures(grid_path):
+    grid = load_grid(grid_path)
+    rows = axis_table(grid, "method")
+    assert [r["label"] for r in rows] == ["dip", "classical-w0", "classical"]
+    assert rows[0]["default"] and all(math.isfinite(r["ssim_after"]) for r in rows)
+    html = axis_table(grid, "depth", html=True)
+    assert html.startswith("<table") and html.count("<tr") == 4 and "(default)" in html
+    fig = plot_axis(grid, "depth")
+    assert len(fig.axes) == 4 + 2 * 3
+
+
+def test_widgets(grid_path):
+    pytest.importorskip("ipywidgets")
+    from matplotlib.figure import Figure
+
+    grid = load_grid(grid_path)
+    ui = ab.make_widgets(grid)
+    assert ui.axis.value == "method" and ui.output.value[:4] == b"\x89PNG"
+    start = time.perf_counter()
+    fig = ui.on_change("noise", "fixed")
+    assert isinstance(fig, Figure) and time.perf_counter() - start < 2.0  # ~0.1-0.3 s here; no computation
+    first = ui.output.value
+    ui.axis.value = "depth"  # switches the value buttons to the depth values, default selected
+    assert [o[0] for o in ui.value.options] == ["1", "2", "3 *"] and ui.value.value == 2
+    ui.value.value = 0
+    assert ui.output.value != first and ui.output.value[:4] == b"\x89PNG"
+    assert "depth = 1" in ui.last_figure.texts[0].get_text()
+    assert ui.seconds < 2.0
+
+
+def test_widgets_need_ipywidgets(grid_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    with pytest.raises(ImportError, match="pip install ipywidgets"):
+        ab.make_widgets(load_grid(grid_path))

@@ -1,0 +1,162 @@
+"""Command line end to end: register on PNG / NPY / NIfTI files, overwrite protection, bad input, info."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dipreg.cli import main, parse_value
+from dipreg.data import read_displacement, read_image, sample_pair, write_image
+
+# A tiny generator so that each registration takes a fraction of a second.
+TINY = ["--iterations", "2", "--set", "readout_draws=1", "--set", "down=8,8,8", "--set", "up=8,8,8",
+        "--set", "in_channels=4", "--no-progress", "--device", "cpu"]
+AFFINE = np.array([[0.9, 0, 0, -10], [0, 0.9, 0, 5], [0, 0, 3.0, 1], [0, 0, 0, 1]])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test machine is shared; one thread is faster here than two
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return sample_pair().resized(64)
+
+
+def write_pair(folder: Path, pair, ext: str) -> tuple[Path, Path]:
+    m, f = folder / f"moving{ext}", folder / f"fixed{ext}"
+    write_image(m, pair.moving)
+    write_image(f, pair.fixed, AFFINE if ext.startswith(".nii") else None)
+    return m, f
+
+
+@pytest.mark.parametrize("ext", [".png", ".npy", ".nii.gz"])
+def test_register_writes_outputs(tmp_path, pair, ext, capsys):
+    m, f = write_pair(tmp_path, pair, ext)
+    out = tmp_path / "out"
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 0
+    assert "SSIM" in capsys.readouterr().out
+    warped = out / f"warped{ext}"
+    for p in (warped, out / "displacement.nii.gz", out / "displacement.npy", out / "metrics.json"):
+        assert p.is_file(), p
+    report = json.loads((out / "metrics.json").read_text())
+    for key in ("ssim_before", "ssim_after", "jac_mean", "jac_std", "folded_fraction", "std_log_jac"):
+        assert np.isfinite(report["metrics"][key])
+    assert report["config"]["iterations"] == 2 and report["config"]["down"] == [8, 8, 8]
+    assert report["device"] == "cpu" and report["seconds"] > 0
+    assert {"dipreg", "torch", "numpy", "python"} <= set(report["versions"])
+    img, aff = read_image(warped)
+    assert img.shape == (64, 64)
+    u_nii, u_aff = read_displacement(out / "displacement.nii.gz")
+    u_npy, _ = read_displacement(out / "displacement.npy")
+    np.testing.assert_allclose(u_nii, u_npy)
+    if ext == ".nii.gz":  # the fixed image's affine is kept
+        np.testing.assert_allclose(aff, AFFINE)
+        np.testing.assert_allclose(u_aff, AFFINE)
+
+
+def test_register_masks_and_jpeg_fallback(tmp_path, pair):
+    import imageio.v3 as iio
+
+    m, f = tmp_path / "m.jpg", tmp_path / "f.jpg"
+    iio.imwrite(m, np.round(pair.moving * 255).astype(np.uint8))
+    iio.imwrite(f, np.round(pair.fixed * 255).astype(np.uint8))
+    write_image(tmp_path / "mm.png", pair.moving_mask.astype(float))
+    write_image(tmp_path / "fm.png", pair.fixed_mask.astype(float))
+    out = tmp_path / "out"
+    code = main(["register", str(m), str(f), "--out", str(out), "--moving-mask", str(tmp_path / "mm.png"),
+                 "--fixed-mask", str(tmp_path / "fm.png"), *TINY])
+    assert code == 0
+    assert (out / "warped.nii.gz").is_file()  # JPEG is not written: NIfTI instead
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert 0 < metrics["dice_before"] <= 1 and 0 < metrics["dice_after"] <= 1
+
+
+def test_register_refuses_overwrite(tmp_path, pair, capsys):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    out = tmp_path / "out"
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 0
+    before = (out / "metrics.json").read_bytes()
+    capsys.readouterr()
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and "Traceback" not in err
+    assert (out / "metrics.json").read_bytes() == before
+    assert main(["register", str(m), str(f), "--out", str(out), "--force", "--seed", "3", *TINY]) == 0
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 3
+
+
+@pytest.mark.parametrize("case", ["missing", "shape", "field", "preset", "device", "syntax", "notimage", "constant"])
+def test_register_bad_input(tmp_path, pair, case, capsys):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    args = ["register", str(m), str(f), "--out", str(tmp_path / "out"), *TINY]
+    if case == "missing":
+        args[1] = str(tmp_path / "nope.png")
+    elif case == "shape":
+        np.save(f, np.random.default_rng(0).random((40, 64)))
+    elif case == "field":
+        args += ["--set", "widths=3"]
+    elif case == "preset":
+        args += ["--preset", "fastest"]
+    elif case == "device":
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA GPU is present")
+        args += ["--device", "cuda"]
+    elif case == "syntax":
+        args += ["--set", "lr"]
+    elif case == "notimage":
+        (tmp_path / "bad.png").write_text("not a png")
+        args[2] = str(tmp_path / "bad.png")
+    elif case == "constant":
+        np.save(m, np.ones((64, 64)))
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err and "Traceback" not in err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    if case != "syntax":  # argparse prints its usage first; ours is one line
+        assert len(err.splitlines()) == 1 and err.startswith("dipreg register: error:")
+
+
+def test_module_entry_point_bad_input_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "dipreg", "register", str(tmp_path / "a.png"),
+                           str(tmp_path / "b.png"), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    for word in ("dipreg", "torch", "numpy", "python", "default preset", "antspyx", "LGG data"):
+        assert word in text
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["default_preset"]["name"] in ("cpu", "paper")
+    assert "iterations" in info["default_preset"]["fields"]
+    assert isinstance(info["optional"]["antspyx"], bool)
+
+
+def test_help_and_usage_errors(capsys):
+    assert main(["--help"]) == 0
+    assert main([]) == 2
+    assert main(["register"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_parse_value():
+    assert parse_value("1e-3") == 0.001
+    assert parse_value("16,32,64") == [16, 32, 64]
+    assert parse_value("[8, 8]") == [8, 8]
+    assert parse_value("None") is None and parse_value("true") is True
+    assert parse_value("lncc") == "lncc"

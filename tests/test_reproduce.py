@@ -1,0 +1,271 @@
+"""reproduce(): rows, provenance, resume after an interruption, damaged results files, missing ANTs, summaries."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from dipreg import reproduce as rp
+from dipreg.cli import main
+from dipreg.register import RegistrationError
+from dipreg.reproduce import (
+    COLUMNS,
+    format_summary,
+    load_results,
+    paper_table,
+    reproduce,
+    summarize_results,
+)
+
+PATIENTS = ("TCGA_AA_0001_20000101", "TCGA_BB_0002_20000202", "TCGA_CC_0003_20000303")
+TINY_DIP = {"iterations": 2, "readout_draws": 1, "down": (8, 8, 8), "up": (8, 8, 8), "in_channels": 4}
+TINY_CLASSICAL = {"iterations": 2, "levels": 2}
+KW = dict(size=64, device="cpu", progress=False, overrides=TINY_DIP,
+          method_options={"classical": TINY_CLASSICAL})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def write_lgg(base: Path) -> Path:
+    """kaggle_3m/ with 3 patients x 3 slices of 256 x 256 x 3 uint8: an ellipse 'head' that shifts and
+    stretches per patient and slice, a bright 'tumour' blob (and its mask) in some slices only."""
+    root = base / "kaggle_3m"
+    rr, cc = np.mgrid[:256, :256].astype(float)
+    rng = np.random.default_rng(0)
+    for p, pid in enumerate(PATIENTS):
+        d = root / pid
+        d.mkdir(parents=True)
+        for n in range(1, 4):
+            a, b = 80 + 6 * p + 2 * n, 62 - 4 * p
+            r0, c0 = 128 + 5 * p, 128 - 4 * p
+            head = ((rr - r0) / a) ** 2 + ((cc - c0) / b) ** 2 < 1
+            inner = ((rr - r0) / (0.5 * a)) ** 2 + ((cc - c0 - 10) / (0.4 * b)) ** 2 < 1
+            img = np.zeros((256, 256, 3), np.float64)
+            for ch in range(3):
+                img[..., ch] = 90 * head + 70 * inner + 20 * ch * head + rng.normal(0, 4, (256, 256))
+            mask = np.zeros((256, 256), np.uint8)
+            if p != 2:  # the last patient has no tumour: Dice is NaN for pairs with it
+                tumour = (rr - r0 + 30) ** 2 + (cc - c0 - 20) ** 2 < (12 + 2 * n) ** 2
+                img[tumour, 1] += 60
+                mask[tumour] = 255
+            tifffile.imwrite(d / f"{pid}_{n}.tif", np.clip(img, 0, 255).astype(np.uint8))
+            tifffile.imwrite(d / f"{pid}_{n}_mask.tif", mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def lgg(tmp_path_factory) -> Path:
+    return write_lgg(tmp_path_factory.mktemp("lgg"))
+
+
+def test_rows_and_provenance(lgg, tmp_path):
+    path = reproduce(lgg, tmp_path / "run", methods=("dip", "classical"), **KW)
+    assert path == tmp_path / "run" / "results.csv"
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh))
+    assert tuple(header) == COLUMNS
+    rows = load_results(path)
+    assert [(r["moving_id"].split("_")[1], r["method"]) for r in rows] == [
+        ("AA", "dip"), ("AA", "classical"), ("BB", "dip"), ("BB", "classical")]
+    for r in rows:
+        assert r["protocol"] == "consecutive" and r["slice"] == "middle" and r["channel"] == "flair"
+        assert r["size"] == "64" and r["seed"] == 0 and r["error"] == ""
+        assert r["pair"] == f"{r['moving_id']}->{r['fixed_id']}"
+        for k in ("ssim_before", "ssim_after", "jac_mean", "jac_std", "jac_min", "folded_fraction", "std_log_jac",
+                  "seconds"):
+            assert math.isfinite(r[k]), k
+        assert r["device"] == "cpu" and r["dipreg_version"] and r["date"]
+        json.loads(r["config"])
+    assert json.loads(rows[0]["config"])["down"] == [8, 8, 8]
+    assert rows[0]["iterations"] == 2 and rows[1]["iterations"] == 4  # classical: 2 levels x 2 steps
+    # pair AA -> BB: both have a tumour; BB -> CC: CC has none, so no Dice
+    assert 0 <= rows[0]["dice_after"] <= 1 and 0 <= rows[0]["dice_before"] <= 1
+    assert math.isnan(rows[2]["dice_after"]) and math.isnan(rows[2]["dice_before"])
+    prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert prov["protocol"] == "consecutive" and prov["dataset"]["root"] == str(lgg.resolve())
+    run = prov["runs"][-1]
+    assert run["command"] and run["machine"]["cpu_cores"] and run["machine"]["torch"] == torch.__version__
+    assert "cpu" in run["machine"] and "gpu" in run["machine"]
+    assert set(prov["methods"]) == {"dip", "classical"}
+
+
+def ident(row):
+    return row["pair"], row["method"], row["date"], row["seconds"], row["ssim_after"]
+
+
+def test_resume_after_interruption(lgg, tmp_path):
+    out = tmp_path / "run"
+    seen = []
+
+    def kill_after_first(row):
+        seen.append(row)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(lgg, out, methods=("dip", "classical"), on_row=kill_after_first, **KW)
+    first = load_results(out / "results.csv")
+    assert len(first) == 1 and first[0]["method"] == "dip"
+    reproduce(lgg, out, methods=("dip", "classical"), **KW)
+    rows = load_results(out / "results.csv")
+    keys = [(r["pair"], r["method"]) for r in rows]
+    assert len(keys) == 4 and len(set(keys)) == 4
+    assert ident(rows[0]) == ident(first[0])  # kept as it was, not rerun
+    assert len(json.loads((out / "provenance.json").read_text())["runs"]) == 2
+    # a third run has nothing left to do
+    reproduce(lgg, out, methods=("dip", "classical"), **KW)
+    assert [ident(r) for r in load_results(out / "results.csv")] == [ident(r) for r in rows]
+    # a larger limit / another method extends the same file
+    reproduce(lgg, out, methods=("classical",), **KW)
+    assert len(load_results(out / "results.csv")) == 4
+
+
+def _classical_run(lgg, out, **kw):
+    args = dict(KW)
+    args.update(kw)
+    return reproduce(lgg, out, methods=("classical",), **args)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("header", "header"),
+    ("truncated", "incomplete"),
+    ("number", "not a number"),
+    ("fields", "fields"),
+    ("protocol", "protocol"),
+    ("size", "size"),
+    ("config", "another configuration"),
+])
+def test_damaged_results_are_reported(lgg, tmp_path, damage, message):
+    out = tmp_path / "run"
+    path = _classical_run(lgg, out, limit=1)
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if damage == "header":
+        text = "a,b,c\n" + "".join(lines[1:])
+    elif damage == "truncated":
+        text = text[:-20]
+    elif damage == "number":
+        i = COLUMNS.index("ssim_after")
+        row = next(csv.reader([lines[1]]))
+        row[i] = "0.5x"
+        text = lines[0] + ",".join(f'"{v}"' if "," in v or '"' in v else v for v in
+                                   [c.replace('"', '""') for c in row]) + "\n"
+    elif damage == "fields":
+        text = text + "x,y\n"
+    path.write_text(text)
+    before = path.read_bytes()
+    kwargs = {}
+    if damage == "protocol":
+        kwargs = {"protocol": "adjacent-slices"}
+    elif damage == "size":
+        kwargs = {"size": 32}
+    elif damage == "config":
+        kwargs = {"method_options": {"classical": {**TINY_CLASSICAL, "weight": 0.5}}}
+    with pytest.raises(ValueError, match=message) as info:
+        _classical_run(lgg, out, limit=1, **kwargs)
+    assert "--out" in str(info.value) or "delete" in str(info.value)
+    assert path.read_bytes() == before  # never overwritten
+
+
+def test_missing_ants_is_skipped_once(lgg, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(rp, "_ants_available", lambda: False)
+    path = reproduce(lgg, tmp_path / "run", methods=("classical", "ants-SyN", "ants-strong"), **KW)
+    rows = load_results(path)
+    assert {r["method"] for r in rows} == {"classical"} and len(rows) == 2
+    err = capsys.readouterr().err
+    assert err.count("antspyx is not installed") == 1 and "ants-strong" in err
+
+
+def test_failing_pair_is_recorded(lgg, tmp_path, monkeypatch):
+    reg_module = sys.modules["dipreg.register"]
+    real = reg_module.register
+    calls = []
+
+    def flaky(moving, fixed, **kw):
+        calls.append(kw["config"].iterations)
+        if len(calls) == 2:  # the first real run (call 1 is the untimed warm-up)
+            raise RegistrationError("the loss became nan at iteration 1", [0.5])
+        return real(moving, fixed, **kw)
+
+    monkeypatch.setattr(reg_module, "register", flaky)
+    path = reproduce(lgg, tmp_path / "run", methods=("dip",), **KW)
+    rows = load_results(path)
+    assert len(rows) == 2
+    assert "RegistrationError" in rows[0]["error"] and math.isnan(rows[0]["ssim_after"])
+    assert rows[1]["error"] == "" and math.isfinite(rows[1]["ssim_after"])
+    summary = summarize_results(rows)
+    assert summary[0]["n"] == 1 and summary[0]["n_failed"] == 1
+
+
+def test_bad_arguments(lgg, tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        reproduce(lgg, tmp_path / "a", methods=("dip", "voxelmorph"), **KW)
+    with pytest.raises(FileNotFoundError):
+        reproduce(tmp_path / "nowhere", tmp_path / "b", **KW)
+    with pytest.raises(ValueError, match="protocol"):
+        reproduce(lgg, tmp_path / "c", methods=("classical",), **{**KW, "protocol": "random"})
+    with pytest.raises(TypeError, match="unknown config field"):
+        reproduce(lgg, tmp_path / "d", methods=("dip",), **{**KW, "overrides": {"depth": 3}})
+
+
+def test_ants_row(lgg, tmp_path):
+    pytest.importorskip("ants")
+    path = reproduce(lgg, tmp_path / "run", methods=("ants-SyN",), limit=1, **KW)
+    (row,) = load_results(path)
+    assert row["method"] == "ants-SyN" and row["error"] == "" and row["ssim_after"] > row["ssim_before"] - 0.05
+    assert json.loads(row["config"]) == {"type_of_transform": "SyN"}
+
+
+def test_summary_pooled_sd_and_paper_table():
+    rng = np.random.default_rng(1)
+    maps = [rng.normal(1.0 + 0.1 * k, 0.2 + 0.05 * k, size=(16, 16)) for k in range(3)]
+    rows = []
+    for k, m in enumerate(maps):
+        row = {c: "" for c in COLUMNS}
+        row.update({c: math.nan for c in rp.METRICS}, pair=f"p{k}", method="dip", seconds=1.0 + k, error="",
+                   jac_mean=float(m.mean()), jac_std=float(m.std()), ssim_after=0.8 + 0.01 * k)
+        rows.append(row)
+    (s,) = summarize_results(rows)
+    assert s["n"] == 3
+    np.testing.assert_allclose(s["jac_pooled_sd"], np.concatenate([m.ravel() for m in maps]).std())
+    np.testing.assert_allclose(s["jac_mean_mean"], np.mean([m.mean() for m in maps]))
+    np.testing.assert_allclose(s["ssim_after_sd"], np.std([0.8, 0.81, 0.82], ddof=1))
+    assert math.isnan(s["dice_after_mean"]) and s["dice_after_n"] == 0
+    table = format_summary([s])
+    assert "| dip | 3 |" in table and "0.827 ± 0.096" in table and "1.007 ± 0.045" in table
+    paper = paper_table()
+    assert paper["ITK"] == {"ssim": (0.827, 0.096), "jac": (1.036, 0.254)}
+    assert paper["ours"] == {"ssim": (0.913, 0.051), "jac": (1.007, 0.045)}
+
+
+def test_cli_reproduce_and_summarize(lgg, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["reproduce", "--data", str(lgg), "--out", str(out), "--methods", "classical", "--size", "64",
+            "--classical-set", "iterations=2", "--classical-set", "levels=2", "--no-progress", "--device", "cpu"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "| classical | 2 |" in text and "paper: ITK" in text
+    assert main(["summarize", str(out / "results.csv"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["method"] == "classical"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["runs"][0]["command"].startswith("dipreg reproduce --data")
+    # a changed setting on the same folder: exit 2 with the reason, file untouched
+    before = (out / "results.csv").read_bytes()
+    assert main([*args[:-2], "--device", "cpu", "--classical-set", "weight=1"]) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "Traceback" not in err
+    assert (out / "results.csv").read_bytes() == before
+    assert main(["reproduce", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
