@@ -47,7 +47,7 @@ def setup(seed: int = 0, verbose: bool = True) -> BookProfile:
         raise ValueError("DIPREG_PROFILE=gpu but no CUDA GPU is available")
     torch.manual_seed(seed)
     if gpu:
-        prof = BookProfile("gpu", torch.device("cuda"), "paper", 256, 4.0)
+        prof = BookProfile("gpu", torch.device("cuda"), "gpu", 256, 4.0)
     else:
         prof = BookProfile("cpu", torch.device("cpu"), "cpu", 256, 1.0)
     if verbose:

@@ -24,7 +24,8 @@ class RegistrationConfig:
         init_std: convolution weights ~ N(0, init_std**2) (the paper: 0.01); ``None`` keeps PyTorch's init.
     Parameterisation of the field:
         grid_scale: the generator runs on a grid ``grid_scale`` times coarser than the image and its output
-            is upsampled bilinearly (1 = the paper: z has the image's size).
+            is upsampled bilinearly (1 = the paper: z has the image's size). The grid never gets smaller than
+            ``2 ** (len(down) + 1)`` pixels a side, so that the coarsest scale keeps 2 x 2 pixels.
         output_scale: pixels of displacement per unit of network output.
         integrate: 0 = the network output is the displacement u (the paper); n > 0 = it is a stationary
             velocity integrated by n scaling-and-squaring steps (diffeomorphic up to discretisation).
@@ -97,7 +98,8 @@ def field_names() -> list[str]:
 
 _CHOICES = {"upsample": ("nearest", "bilinear"), "padding": ("zeros", "reflection", "replicate"),
             "norm": ("batch", "instance", "none"), "activation": ("leaky_relu", "relu", "elu", "tanh"),
-            "noise": ("fresh", "fixed"), "boundary": ("free", "fixed"), "loss": ("mae", "mse", "lncc"), "optimizer": ("adam", "sgd")}
+            "noise": ("fresh", "fixed"), "boundary": ("free", "fixed"), "loss": ("mae", "mse", "lncc"),
+            "optimizer": ("adam", "sgd")}
 
 
 def _check(c: RegistrationConfig) -> None:

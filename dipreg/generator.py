@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 _ACTIVATIONS = {"leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh}
-_NORMS = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True), "none": lambda c: nn.Identity()}
+_NORMS = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
+          "none": lambda c: nn.Identity()}
 _PADDING = {"zeros": "zeros", "reflection": "reflect", "replicate": "replicate"}
 
 

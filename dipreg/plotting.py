@@ -18,7 +18,7 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
     if axes is None:
         fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size), squeeze=False)
         axes = axes[0]
-    for i, (ax, im) in enumerate(zip(axes, images)):
+    for i, (ax, im) in enumerate(zip(axes, images, strict=False)):
         ax.imshow(np.asarray(im), cmap=cmap, vmin=None if cmap != "gray" else 0, vmax=None if cmap != "gray" else 1)
         ax.set_axis_off()
         if titles is not None:

@@ -84,13 +84,12 @@ class DIPField(torch.nn.Module):
     def __init__(self, cfg: RegistrationConfig, shape: tuple[int, int], generator: torch.Generator):
         super().__init__()
         self.cfg, self.shape = cfg, shape
-        self.grid = (max(2, math.ceil(shape[0] / cfg.grid_scale)), max(2, math.ceil(shape[1] / cfg.grid_scale)))
-        need = 2 ** (len(cfg.down) + 1)
-        if min(self.grid) < need:
+        need = 2 ** (len(cfg.down) + 1)  # the coarsest scale keeps at least 2 x 2 pixels
+        if min(shape) < need:
             raise ValueError(
-                f"image {shape} is too small for the generator: with grid_scale={cfg.grid_scale} its grid is "
-                f"{self.grid}, but {len(cfg.down)} scales need at least {need} x {need}; use fewer scales "
-                f"(down=..., up=...), a smaller grid_scale or a larger image")
+                f"image {shape} is too small for a generator with {len(cfg.down)} scales: it needs at least "
+                f"{need} x {need} pixels; use fewer scales (down=..., up=...) or a larger image")
+        self.grid = tuple(max(need, math.ceil(n / cfg.grid_scale)) for n in shape)
         self.net = SkipGenerator(cfg.in_channels, 2, cfg.down, cfg.up, cfg.skip, upsample=cfg.upsample,
                                  padding=cfg.padding, norm=cfg.norm, activation=cfg.activation)
         if cfg.init_std is not None:
@@ -140,7 +139,7 @@ def register(moving, fixed, *, config: RegistrationConfig | str | None = None, s
     Args:
         moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape.
         config: a :class:`RegistrationConfig`, a preset name (``"paper"``, ``"cpu"``, ...) or ``None`` for the
-            device's default (``"paper"`` on CUDA, ``"cpu"`` otherwise; ``result.info["preset"]`` says which).
+            device's default (``"gpu"`` on CUDA, ``"cpu"`` otherwise; ``result.info["preset"]`` says which).
         seed: seeds the weights and every noise draw (``None`` means 0): same seed and device, same numbers.
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
         progress: show a progress bar.

@@ -269,3 +269,20 @@ def test_cli_reproduce_and_summarize(lgg, tmp_path, capsys):
     assert "another configuration" in err and "Traceback" not in err
     assert (out / "results.csv").read_bytes() == before
     assert main(["reproduce", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_interrupt_says_how_to_resume(lgg, tmp_path, monkeypatch, capsys):
+    real = rp.reproduce
+
+    def interrupted(*args, **kwargs):
+        kwargs["on_row"] = lambda row: (_ for _ in ()).throw(KeyboardInterrupt)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rp, "reproduce", interrupted)
+    out = tmp_path / "run"
+    code = main(["reproduce", "--data", str(lgg), "--out", str(out), "--methods", "classical", "--size", "64",
+                 "--classical-set", "iterations=2", "--classical-set", "levels=2", "--no-progress"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "1 finished row(s)" in err and "again to resume" in err
+    assert len(load_results(out / "results.csv")) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -17,17 +18,18 @@ from dipreg.generator import SkipGenerator, init_normal_
 # Receptive field of a chain of convolutions
 
 
-def reference_receptive_field(layers: Sequence[tuple[int, int]]) -> int:
+def reference_receptive_field(layers: Sequence[tuple[int, int | Fraction]]) -> int | Fraction:
     """Receptive field (pixels along one axis) of a chain of convolutions given as ``(kernel, stride)``.
 
     Walking from the input: ``r = 1``, ``jump = 1``; each layer adds ``(kernel - 1) * jump`` to ``r``
     and then multiplies ``jump`` (the input-pixel distance between neighbouring outputs) by its stride.
+    A x2 upsampling is a layer with stride ``Fraction(1, 2)`` (kernel 2 for bilinear, 1 for nearest).
     """
     r, jump = 1, 1
     for kernel, stride in layers:
         r += (kernel - 1) * jump
         jump *= stride
-    return r
+    return int(r) if r == int(r) else r
 
 
 def _rf_case(rng: np.random.Generator) -> tuple[tuple, int, Variants]:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up the environment if needed, then execute every chapter and build the HTML book in _build/html.
+#   bash scripts/build_book.sh            # the instructor/reader build, solutions in dropdowns
+#   bash scripts/build_book.sh --student  # the student build without solutions, in _build/student/html
+# A failing cell fails the build (nb_execution_raise_on_error). On a CPU machine the chapters use the
+# small CPU profile; with a CUDA GPU they use the paper's settings (dipreg.book.setup).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+. "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
+export MPLBACKEND=Agg PYTHONHASHSEED=0
+rm -rf _build/.jupyter_cache  # the cache keys on notebook code only: never reuse stale results
+if [ "${1:-}" = "--student" ]; then
+  cfg="$(mktemp -d)/_config.yml"
+  sed 's/hide_solutions: false/hide_solutions: true/' _config.yml > "$cfg"
+  grep -q "hide_solutions: true" "$cfg"
+  jupyter-book build . --config "$cfg" --path-output _build/student
+  echo "student book: $ROOT/_build/student/_build/html/index.html"
+else
+  python scripts/timed_build.py
+fi

@@ -1,0 +1,49 @@
+"""Build the book with `jupyter-book build .`, stream its log, and report each chapter's execution time.
+
+Writes ``_build/chapter_times.json`` and prints a table; exits with jupyter-book's exit code, and with 1
+when the build log reports an execution failure (belt and braces over nb_execution_raise_on_error).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    start = time.perf_counter()
+    proc = subprocess.Popen(["jupyter-book", "build", "."], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    times: dict[str, float] = {}
+    current = None
+    failed = False
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        m = re.search(r"reading sources\.\.\. \[\s*\d+%\]\s+(\S+)", line)
+        if m:
+            current = m.group(1)
+        m = re.search(r"Executed notebook in ([\d.]+) seconds", line)
+        if m and current:
+            times[current] = float(m.group(1))
+        if "Execution Failed" in line or "CellExecutionError" in line:
+            failed = True
+    code = proc.wait()
+    total = time.perf_counter() - start
+    out = ROOT / "_build" / "chapter_times.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"chapters_s": times, "total_build_s": round(total, 1)}, indent=1))
+    print("\nchapter execution times (s):")
+    for name, sec in times.items():
+        print(f"  {name:40s} {sec:7.1f}")
+    print(f"  {'whole build':40s} {total:7.1f}")
+    return code or int(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
