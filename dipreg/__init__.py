@@ -24,6 +24,7 @@ Quick start::
 """
 
 from dipreg import data
+from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
 from dipreg.metrics import jacobian_determinant, ssim
 from dipreg.presets import PRESETS, get_preset
@@ -42,6 +43,7 @@ __all__ = [
     "get_preset",
     "jacobian_determinant",
     "register",
+    "register_many",
     "ssim",
     "warp",
 ]

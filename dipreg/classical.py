@@ -121,18 +121,21 @@ def register_classical(moving, fixed, *, regularizer: str = DEFAULTS["regularize
         regularizer: ``"diffusion"`` or ``"bending"`` (:data:`REGULARIZERS`). Each level evaluates R in
             full-resolution units (bending is divided by the squared downsampling factor), so one
             ``weight`` means the same prior at every level.
-        weight: lambda of eq. 1, >= 0 (0 = data term only, which folds); dimensionless for diffusion
-            (MAE on [0, 1] intensities vs (pixel / pixel)^2). Default 0.3, measured on the 5 LGG brain pairs
-            of the book (256 x 256): 0.05 folds 3 % of the pixels, 0.1 about 1 %, 0.2 still 0.005 %, 0.25 and
-            0.3 none; 0.3 keeps a margin for other pairs at a cost of 0.007 in mean SSIM.
+        weight: lambda of eq. 1, >= 0 (0 = data term only, which folds); for diffusion it weighs a
+            dimensionless energy against the MAE of [0, 1] intensities. Default 0.3. Measured on the 5 LGG
+            brain pairs of the book (256 x 256, other settings default; mean SSIM / folded pixels): 0: 0.907 /
+            36 %, 0.05: 0.756 / 2.3 %, 0.1: 0.717 / 1.0 %, 0.2: 0.689 / 0.005 %, 0.25: 0.679 / 0, 0.3: 0.673 / 0,
+            0.5: 0.649 / 0. 0.3 keeps a margin against folding on other pairs (0.2 still folds), at 0.007
+            SSIM below 0.25. ANTs ``SyN`` reaches 0.650 on the same pairs.
         loss: data term, ``"mae"`` (the paper's), ``"mse"`` or ``"lncc"``.
         lr: Adam learning rate, about the largest step of a displacement component per iteration, in
-            pixels of the current level. Default 0.1 (0.05 and 0.2 gave the same result within 0.01 SSIM).
+            pixels of the current level. Default 0.1 (0.05 and 0.2 gave the same SSIM within 0.01).
         iterations: Adam steps per level (an int for all levels, or one count per level, coarse first).
-            Default 150, i.e. 750 steps at 5 levels: 2-4 s for 256 x 256 on 2 CPU cores.
-        levels: number of pyramid levels, coarse to fine by factors of 2. Default 5 (1/16 to full
-            resolution; 16 x 16 at the coarsest for 256 x 256): at weight 0.1, 4 levels instead of 3 raised
-            the mean SSIM from 0.67 to 0.71; the coarsest level must keep at least 4 x 4 pixels.
+            Default 150, i.e. 750 steps at 5 levels: 3-4 s per 256 x 256 pair with one CPU thread (300 per
+            level changed the mean SSIM by 0.001 at weight 0.2).
+        levels: number of pyramid levels, coarse to fine by factors of 2. Default 5 (16 x 16 at the
+            coarsest for 256 x 256). At weight 0.3 the mean SSIM was 0.560 with 1 level, 0.615 with 3 and
+            0.673 with 5, with no folding in any. The coarsest level must keep at least 4 x 4 pixels.
         seed: accepted for a uniform call shape; the method has no randomness (recorded in ``info``).
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
         progress: show a progress bar.
@@ -168,8 +171,6 @@ def register_classical(moving, fixed, *, regularizer: str = DEFAULTS["regularize
     shapes = [_pyramid_shape(shape, f) for f in factors]
     if min(shapes[0]) < 4:
         raise ValueError(f"levels: {levels} levels shrink the {shape} image to {shapes[0]}; use fewer levels")
-    if regularizer == "bending" and min(shape) < 3:
-        raise ValueError(f"regularizer 'bending' needs images at least 3 x 3 pixels, got {shape}")
     dev = resolve_device(device)
     reg_fn = REGULARIZERS[regularizer]
     config = {"regularizer": regularizer, "weight": float(weight), "loss": loss, "lr": float(lr),

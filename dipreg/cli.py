@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("moving", help="moving image file")
     reg.add_argument("fixed", help="fixed image file (its affine is kept for NIfTI outputs)")
     reg.add_argument("--out", required=True, help="output folder (created if missing)")
-    reg.add_argument("--preset", help="configuration preset (default: 'paper' on CUDA, 'cpu' otherwise)")
+    reg.add_argument("--preset", help="configuration preset (default: 'gpu' on CUDA, 'cpu' otherwise)")
     reg.add_argument("--iterations", type=_positive_int, help="number of optimisation steps")
     reg.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     reg.add_argument("--device", help="'cpu', 'cuda', 'cuda:1', ... (default: CUDA when available)")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--channel", help="t1_pre, flair (default) or t1_post")
     rep.add_argument("--limit", type=_nonneg_int, help="at most this many pairs")
     rep.add_argument("--size", type=_positive_int, help="resample pairs to SIZE x SIZE pixels first")
-    rep.add_argument("--preset", help="DIP preset (default: 'paper' on CUDA, 'cpu' otherwise)")
+    rep.add_argument("--preset", help="DIP preset (default: 'gpu' on CUDA, 'cpu' otherwise)")
     rep.add_argument("--iterations", type=_positive_int, help="DIP iterations")
     rep.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                      help="change a DIP config field (repeatable)")

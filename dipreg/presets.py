@@ -46,7 +46,7 @@ _CPU_NOTES = {
     "boundary": "fixed: the field vanishes at the image border, so mean det J stays 1",
     "fold_penalty": "10 x mean relu(0.1 - det J): a barrier that only acts where a pixel would fold",
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
-    "iterations": "500: a CPU budget; 300 -> 500 steps still gained about 0.02 SSIM on the development pairs",
+    "iterations": "800: 500 -> 800 steps raised mean SSIM from 0.698 to 0.715 on the development pairs",
 }
 
 PRESETS: dict[str, RegistrationConfig] = {
@@ -54,7 +54,7 @@ PRESETS: dict[str, RegistrationConfig] = {
                                 notes=_PAPER_NOTES),
     "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64, 128), up=(16, 32, 64, 128), grid_scale=8,
                               output_scale=8.0, integrate=7, boundary="fixed", fold_penalty=10.0, lr=3e-3,
-                              iterations=500, notes=_CPU_NOTES),
+                              iterations=800, notes=_CPU_NOTES),
 }
 PRESETS["gpu"] = PRESETS["cpu"].replace(
     preset="gpu", down=(128,) * 5, up=(128,) * 5, grid_scale=4, output_scale=4.0, iterations=1000,

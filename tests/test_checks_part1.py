@@ -212,6 +212,7 @@ def test_jacobian_determinant_mistakes():
     fails_with(pc.check_jacobian_determinant, forward, "forward differences")
 
 
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 def test_diffusion_mistakes():
     fails_with(cc.check_diffusion, lambda u: fwd_diffusion(u, mean_channels=True), "averaged over the two channels")
     fails_with(cc.check_diffusion, lambda u: fwd_diffusion(u, central=True), "central differences")

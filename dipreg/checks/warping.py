@@ -186,7 +186,8 @@ def check_pixel_to_normalized(fn: Callable, trials: int = 3, seed: int | None = 
         alts: list[Alternative] = []
         alts += both_orders(
             "this is the align_corners=False convention, (2 p + 1) / n - 1, which puts -1 and +1 on the outer "
-            "*edges* of the border pixels: every point lands half a pixel off. dipreg uses align_corners=True: "
+            "*edges* of the border pixels: sampled with align_corners=True, points land up to half a pixel off "
+            "(none at the centre, half a pixel at the borders). dipreg uses align_corners=True: "
             "p -> 2 p / (n - 1) - 1, so that -1 and +1 are the centres of the first and last pixel",
             (2 * r + 1) / h - 1, (2 * c + 1) / w - 1)
         alts += both_orders("you divided by n; with align_corners=True the last pixel n - 1 must map to +1, so "

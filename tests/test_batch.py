@@ -1,0 +1,102 @@
+"""dipreg.batch.register_many: same results as dipreg.register pair by pair; clear errors; benchmark smoke tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dipreg
+from dipreg.batch import register_many
+from dipreg.data import sample_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+# tiny: 32 x 32 images, 2 scales of 8 channels, a few steps (the full-resolution "paper" parameterisation)
+TINY = dict(config="paper", down=(8, 8), up=(8, 8), in_channels=8, readout_draws=2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One thread: small ops on a shared 2-core machine are ~100x slower with 2 OpenMP threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return [sample_pair(name, size=32) for name in ("default", "mean", "coronal")]
+
+
+def _one_by_one(pairs, seeds, **kw):
+    return [dipreg.register(p.moving, p.fixed, seed=s, progress=False, **kw) for p, s in zip(pairs, seeds, strict=True)]
+
+
+def test_matches_register_after_one_step(pairs):
+    """One step: only float32 summation order differs (grouped vs plain conv); |du| < 1e-4 px."""
+    kw = dict(TINY, iterations=1)
+    batch = register_many(pairs, seed=5, progress=False, **kw)
+    alone = _one_by_one(pairs, [5, 6, 7], **kw)
+    for b, a in zip(batch, alone, strict=True):
+        assert b.info["seed"] == a.info["seed"]
+        assert np.abs(b.displacement - a.displacement).max() < 1e-4
+        np.testing.assert_allclose(b.history, a.history, rtol=0, atol=1e-6)
+        assert np.abs(b.warped - a.warped).max() < 1e-4
+
+
+def test_matches_register_after_several_steps(pairs):
+    """Five steps, fixed-boundary velocity parameterisation (cpu preset family), seeds as a list.
+
+    Adam turns rounding-level gradients (conv biases followed by BatchNorm have an exact gradient of 0)
+    into full-size steps, so agreement decays with iterations; the bound is measured, with margin.
+    """
+    kw = dict(config="cpu", down=(8, 8), up=(8, 8), in_channels=8, grid_scale=2, readout_draws=2, iterations=5)
+    seeds = [3, 11]
+    batch = register_many(pairs[:2], seed=seeds, progress=False, **kw)
+    alone = _one_by_one(pairs[:2], seeds, **kw)
+    for b, a in zip(batch, alone, strict=True):
+        assert b.info["seed"] == a.info["seed"]
+        assert b.info["batch_size"] == 2 and len(b.history) == 5
+        assert np.abs(b.displacement - a.displacement).max() < 0.05 * np.abs(a.displacement).max() + 1e-4
+        np.testing.assert_allclose(b.history, a.history, rtol=0, atol=1e-3)
+
+
+def test_accepts_tuples_and_tensors(pairs):
+    p = pairs[0]
+    res = register_many([(torch.from_numpy(p.moving), p.fixed)], seed=0, progress=False, iterations=1, **{
+        k: v for k, v in TINY.items()})
+    assert len(res) == 1 and res[0].displacement.shape == (2, 32, 32)
+
+
+def test_bad_inputs(pairs):
+    with pytest.raises(ValueError, match="empty"):
+        register_many([], progress=False)
+    other = sample_pair(size=48)
+    with pytest.raises(ValueError, match="same shape"):
+        register_many([pairs[0], other], progress=False, **TINY)
+    with pytest.raises(ValueError, match="shape"):
+        register_many([(pairs[0].moving, other.fixed)], progress=False, **TINY)
+    with pytest.raises(TypeError, match="pairs"):
+        register_many(pairs[0], progress=False)
+    with pytest.raises(TypeError, match=r"pairs\[0\]"):
+        register_many([pairs[0].moving], progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        register_many(pairs, seed=[1, 2], progress=False, **TINY)
+    with pytest.raises(ValueError, match="patience"):
+        register_many(pairs, progress=False, patience=5, **TINY)
+    with pytest.raises(TypeError, match="unknown config field"):
+        register_many(pairs, progress=False, bogus=1)
+
+
+@pytest.mark.parametrize("script", ["bench_step.py", "bench_overhead.py", "bench_time_to_quality.py"])
+def test_benchmark_quick(script):
+    """Every benchmark script runs end to end with --quick, so the scripts cannot rot."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--threads", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "|" in out.stdout

@@ -1,0 +1,81 @@
+"""The book's shape: every chapter in the ToC, install cell first, no outputs, exercises present."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import sync_notebooks  # noqa: E402
+
+CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+
+
+def toc_files() -> list[str]:
+    return re.findall(r"(?:root|file):\s*(\S+)", (ROOT / "_toc.yml").read_text())
+
+
+def test_toc_lists_every_chapter_and_files_exist():
+    listed = toc_files()
+    for nb in CHAPTERS:
+        assert f"book/{nb.stem}" in listed, nb.name
+    for entry in listed:
+        assert list(ROOT.glob(entry + ".*")), f"_toc.yml names {entry}, which does not exist"
+    assert len(CHAPTERS) >= 8
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_notebook_starts_with_install_cell_and_has_no_outputs(path):
+    nb = json.loads(path.read_text())
+    first = nb["cells"][0]
+    assert first["cell_type"] == "code" and "google.colab" in "".join(first["source"])
+    assert "".join(first["source"]) == sync_notebooks.install_source()
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name} carries outputs"
+
+
+@pytest.mark.parametrize("path", [p for p in CHAPTERS if "02" <= p.name[:2] <= "08"], ids=lambda p: p.name)
+def test_teaching_chapters_have_two_exercises_with_solutions(path):
+    text = path.read_text()
+    assert len(re.findall(r"\{exercise\}", text)) >= 2, path.name
+    assert len(re.findall(r"\{solution(-start)?\}", text)) >= 2, path.name
+
+
+def test_sync_check_passes():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "sync_notebooks.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_build_config_fails_on_cell_errors():
+    cfg = (ROOT / "_config.yml").read_text()
+    assert "nb_execution_raise_on_error: true" in cfg
+    assert re.search(r"branch:\s*main", cfg)
+    assert "colab_url" in cfg and "sphinx_exercise" in cfg
+
+
+def test_a_failing_cell_fails_the_build(tmp_path):
+    """Build a one-page book with the project's _config.yml and a cell that raises: the build must fail."""
+    import shutil
+
+    import nbformat
+
+    jb = shutil.which("jupyter-book") or str(Path(sys.executable).with_name("jupyter-book"))
+    if not Path(jb).exists():
+        pytest.skip("jupyter-book is not installed")
+    cfg = (ROOT / "_config.yml").read_text()
+    cfg = re.sub(r"bibtex_bibfiles:\n(  - .*\n)+", "", cfg)
+    (tmp_path / "_config.yml").write_text(cfg)
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# Broken"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    proc = subprocess.run([jb, "build", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert "boom" in proc.stdout + proc.stderr
