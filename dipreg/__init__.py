@@ -23,7 +23,7 @@ Quick start::
     res.warped, res.displacement, res.history, res.metrics()
 """
 
-from dipreg import data
+from dipreg import book, data
 from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
 from dipreg.metrics import jacobian_determinant, ssim
@@ -39,6 +39,7 @@ __all__ = [
     "RegistrationConfig",
     "RegistrationError",
     "RegistrationResult",
+    "book",
     "data",
     "get_preset",
     "jacobian_determinant",

@@ -10,9 +10,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 export MPLBACKEND=Agg PYTHONHASHSEED=0
+# One thread per kernel unless told otherwise: the CPU profile's networks are small (per-op overhead
+# dominates), and on a shared 2-core machine two threads per process were many times slower.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 rm -rf _build/.jupyter_cache  # the cache keys on notebook code only: never reuse stale results
 if [ "${1:-}" = "--student" ]; then
-  cfg="$(mktemp -d)/_config.yml"
+  cfg="$ROOT/.student_config.yml"  # beside _config.yml: local_extensions paths are relative to it
+  trap 'rm -f "$cfg"' EXIT
   sed 's/hide_solutions: false/hide_solutions: true/' _config.yml > "$cfg"
   grep -q "hide_solutions: true" "$cfg"
   jupyter-book build . --config "$cfg" --path-output _build/student

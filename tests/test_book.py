@@ -59,6 +59,43 @@ def test_build_config_fails_on_cell_errors():
     assert "colab_url" in cfg and "sphinx_exercise" in cfg
 
 
+def _one_page_book(tmp_path: Path, cells: list, hide_solutions: bool) -> Path:
+    import shutil
+
+    import nbformat
+
+    cfg = (ROOT / "_config.yml").read_text()
+    cfg = re.sub(r"bibtex_bibfiles:\n(  - .*\n)+", "", cfg)
+    cfg = cfg.replace("hide_solutions: false", f"hide_solutions: {str(hide_solutions).lower()}")
+    (tmp_path / "_config.yml").write_text(cfg)
+    shutil.copytree(ROOT / "book" / "_ext", tmp_path / "book" / "_ext")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    return tmp_path
+
+
+@pytest.mark.parametrize("hide", [False, True])
+def test_student_build_drops_gated_solutions(tmp_path, hide):
+    import shutil
+
+    import nbformat
+
+    jb = shutil.which("jupyter-book") or str(Path(sys.executable).with_name("jupyter-book"))
+    md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
+    cells = [md("# Page"), md("```{exercise}\n:label: ex-one\nAdd one.\n```"),
+             md("```{solution-start} ex-one\n:class: dropdown\n```"), code("print('SECRET' + 'ANSWER')"),
+             md("```{solution-end}\n```"), md("After the solution.")]
+    book = _one_page_book(tmp_path, cells, hide)
+    proc = subprocess.run([jb, "build", str(book)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    html = (book / "_build" / "html" / "page.html").read_text()
+    assert "Add one." in html and "After the solution." in html
+    assert ("SECRETANSWER" in html) is (not hide)
+
+
 def test_a_failing_cell_fails_the_build(tmp_path):
     """Build a one-page book with the project's _config.yml and a cell that raises: the build must fail."""
     import shutil
@@ -66,16 +103,8 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     import nbformat
 
     jb = shutil.which("jupyter-book") or str(Path(sys.executable).with_name("jupyter-book"))
-    if not Path(jb).exists():
-        pytest.skip("jupyter-book is not installed")
-    cfg = (ROOT / "_config.yml").read_text()
-    cfg = re.sub(r"bibtex_bibfiles:\n(  - .*\n)+", "", cfg)
-    (tmp_path / "_config.yml").write_text(cfg)
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: page\n")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# Broken"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "page.ipynb")
-    proc = subprocess.run([jb, "build", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    cells = [nbformat.v4.new_markdown_cell("# Broken"), nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    book = _one_page_book(tmp_path, cells, hide_solutions=False)
+    proc = subprocess.run([jb, "build", str(book)], capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert "boom" in proc.stdout + proc.stderr
