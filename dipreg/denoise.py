@@ -20,6 +20,7 @@ import torch
 
 from dipreg._validate import as_image, same_shape
 from dipreg.generator import SkipGenerator, init_normal_
+from dipreg.register import resolve_device
 
 
 def psnr(estimate, reference, *, data_range: float = 1.0) -> float:
@@ -119,8 +120,6 @@ def dip_denoise(clean, noisy, iterations: int = 1000, *, snapshots: Sequence[int
         raise ValueError(f"snapshots: iterations must lie in 1..{iterations}, got {bad}")
     if input_jitter < 0:
         raise ValueError(f"input_jitter: expected a number >= 0, got {input_jitter}")
-    from dipreg.register import resolve_device
-
     dev = resolve_device(device)
     start = time.perf_counter()
 

@@ -107,8 +107,8 @@ def init_normal_(module: nn.Module, std: float = 0.01, generator: torch.Generato
     """The paper's initialisation: every convolution weight ~ N(0, std**2), biases zero.
 
     Normalisation layers keep weight 1 and bias 0, so every hidden activation is standardised and
-    only the last 1x1 convolution's small weights set the output scale: the first displacement has
-    a standard deviation of about ``std * sqrt(up[0])`` units, i.e. it starts near the identity.
+    only the last 1x1 convolution's small weights set the output scale: the first output is of the
+    order of ``std * sqrt(up[0])`` units (measured smaller, see chapter 6), i.e. near the identity.
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
