@@ -23,7 +23,7 @@ Quick start::
     res.warped, res.displacement, res.history, res.metrics()
 """
 
-from dipreg import book, data
+from dipreg import book, checks, data
 from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
 from dipreg.metrics import jacobian_determinant, ssim
@@ -40,6 +40,7 @@ __all__ = [
     "RegistrationError",
     "RegistrationResult",
     "book",
+    "checks",
     "data",
     "get_preset",
     "jacobian_determinant",

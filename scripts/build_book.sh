@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091
 . "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
-export MPLBACKEND=Agg PYTHONHASHSEED=0
+export PYTHONHASHSEED=0  # (no MPLBACKEND: the kernels must use the inline backend to show figures)
 # One thread per kernel unless told otherwise: the CPU profile's networks are small (per-op overhead
 # dominates), and on a shared 2-core machine two threads per process were many times slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

@@ -21,16 +21,12 @@ def main() -> int:
     proc = subprocess.Popen(["jupyter-book", "build", "."], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     times: dict[str, float] = {}
-    current = None
     failed = False
     for line in proc.stdout:
         sys.stdout.write(line)
-        m = re.search(r"reading sources\.\.\. \[\s*\d+%\]\s+(\S+)", line)
+        m = re.search(r"([^/\s]+)\.ipynb: Executed notebook in ([\d.]+) seconds", line)
         if m:
-            current = m.group(1)
-        m = re.search(r"Executed notebook in ([\d.]+) seconds", line)
-        if m and current:
-            times[current] = float(m.group(1))
+            times[m.group(1)] = float(m.group(2))
         if "Execution Failed" in line or "CellExecutionError" in line:
             failed = True
     code = proc.wait()
