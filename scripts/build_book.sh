@@ -19,7 +19,7 @@ if [ "${1:-}" = "--student" ]; then
   trap 'rm -f "$cfg"' EXIT
   sed 's/hide_solutions: false/hide_solutions: true/' _config.yml > "$cfg"
   grep -q "hide_solutions: true" "$cfg"
-  jupyter-book build . --config "$cfg" --path-output _build/student
+  jupyter-book build --all . --config "$cfg" --path-output _build/student
   echo "student book: $ROOT/_build/student/_build/html/index.html"
 else
   python scripts/timed_build.py

@@ -1,4 +1,5 @@
-"""Build the book with `jupyter-book build .`, stream its log, and report each chapter's execution time.
+"""Build the book with `jupyter-book build --all .` (every page re-read, every chapter executed), stream
+its log, and report each chapter's execution time.
 
 Writes ``_build/chapter_times.json`` and prints a table; exits with jupyter-book's exit code, and with 1
 when the build log reports an execution failure (belt and braces over nb_execution_raise_on_error).
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     start = time.perf_counter()
-    proc = subprocess.Popen(["jupyter-book", "build", "."], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["jupyter-book", "build", "--all", "."], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     times: dict[str, float] = {}
     failed = False

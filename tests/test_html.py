@@ -42,8 +42,11 @@ def site():
         if REQUIRED:
             pytest.fail(why)
         pytest.skip(why)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(HTML))
-    handler.log_message = lambda *a: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(HTML))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -62,6 +65,9 @@ def browser():
         b.close()
 
 
+stubbed: list[str] = []  # external URLs answered with an empty body (no internet here)
+
+
 def _route(site: str):
     local = urlparse(site).netloc
 
@@ -72,6 +78,7 @@ def _route(site: str):
         elif "mathjax@3/es5/" in url and (MATHJAX / "es5").exists():
             r.fulfill(path=str(MATHJAX / "es5" / url.split("mathjax@3/es5/")[1].split("?")[0]))
         else:
+            stubbed.append(url)
             r.fulfill(status=200, body="", content_type="application/javascript")
 
     return route
@@ -94,6 +101,8 @@ def test_page_loads_cleanly(site, browser, page):
     pg.on("requestfailed", lambda r: failed.append(r.url))
     resp = pg.goto(urljoin(site, page), wait_until="load")
     assert resp is not None and resp.status == 200
+    # an empty stand-in for a CDN script fails its integrity check: that is the stub, not the book
+    errors = [e for e in errors if not ("integrity" in e and any(u.split("?")[0] in e for u in stubbed))]
     assert not errors, f"console errors on {page}: {errors}"
     assert not failed, f"failed requests on {page}: {failed}"
     broken = pg.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
@@ -103,7 +112,9 @@ def test_page_loads_cleanly(site, browser, page):
     if page.startswith("book/") and page.split("/")[-1][:2] not in ("01", "bi"):
         assert pg.locator("main img").count() >= 1, f"no figures on {page}"
     # every figure image has alt text
-    no_alt = pg.evaluate("Array.from(document.querySelectorAll('main img')).filter(i => !i.alt).map(i => i.src)")
+    # (the frames of a matplotlib JS animation are swapped in by script and are not figures of their own)
+    no_alt = pg.evaluate("Array.from(document.querySelectorAll('main img')).filter(i => !i.alt && "
+                         "!(i.id || '').startsWith('_anim_img')).map(i => i.src.slice(0, 80))")
     assert not no_alt, f"images without alt text on {page}: {no_alt}"
     # internal links resolve to files of the build
     hrefs = pg.evaluate("Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
