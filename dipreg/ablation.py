@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from dipreg._json import finite, jsonable
+
 ABLATION_AXES: dict[str, list[Any]] = {
     "method": ["dip", "classical-w0", "classical"],
     "depth": [1, 2, 3, 4, 5],
@@ -188,7 +190,7 @@ def _empty_thumbs() -> np.ndarray:
 
 def _save(path: Path, grid: AblationGrid) -> None:
     index = {"format": FORMAT, "meta": grid.meta, "axes": grid.axes, "records": grid.records}
-    blob = json.dumps(_finite(index), default=_jsonable)
+    blob = json.dumps(finite(index), default=jsonable)
     tmp = path.with_name(path.name + ".tmp.npz")
     with open(tmp, "wb") as fh:
         np.savez_compressed(fh, index=np.array(blob), warped=grid.warped.astype(np.float16),
@@ -197,24 +199,6 @@ def _save(path: Path, grid: AblationGrid) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 def load_grid(path: str | os.PathLike) -> AblationGrid:
@@ -431,7 +415,7 @@ def run_grid(pair_or_pairs: Any, out_path: str | os.PathLike, *, base=None,
     if out.exists():
         grid = load_grid(out)
         for k in ("base", "digest", "seed", "iterations"):
-            if _finite(grid.meta.get(k)) != _finite(json.loads(json.dumps(meta[k], default=_jsonable))):
+            if finite(grid.meta.get(k)) != finite(json.loads(json.dumps(meta[k], default=jsonable))):
                 raise ValueError(f"{out} was computed with another {k} ({grid.meta.get(k)!r}, now {meta[k]!r}); "
                                  "run with the same pairs and settings to resume, or move it away / pass another "
                                  "out_path")

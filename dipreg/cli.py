@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from dipreg._json import finite, jsonable
 
 EXIT_OK, EXIT_INPUT, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -152,29 +153,6 @@ def _ext(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
-def _finite(obj: Any) -> Any:
-    """Replace NaN/inf by None so that the JSON is standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _jsonable(obj: Any) -> Any:
-    import numpy as np
-
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
 def _read_mask(path: str | None, shape: tuple[int, ...], what: str):
     if path is None:
         return None
@@ -247,7 +225,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     tmp = files["metrics"].with_name("metrics.json.tmp")
-    tmp.write_text(json.dumps(_finite(report), indent=2, default=_jsonable) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(finite(report), indent=2, default=jsonable) + "\n", encoding="utf-8")
     tmp.replace(files["metrics"])
     print(f"SSIM {metrics['ssim_before']:.3f} -> {metrics['ssim_after']:.3f}, mean det J {metrics['jac_mean']:.3f} "
           f"(SD {metrics['jac_std']:.3f}), {100 * metrics['folded_fraction']:.2f} % folded; "
@@ -295,7 +273,7 @@ def collect_info() -> dict[str, Any]:
 def cmd_info(args: argparse.Namespace) -> int:
     info = collect_info()
     if args.json:
-        print(json.dumps(info, indent=2, default=_jsonable))
+        print(json.dumps(info, indent=2, default=jsonable))
         return EXIT_OK
     v, d = info["versions"], info["device"]
     lines = ["versions: " + ", ".join(f"{k} {val}" for k, val in v.items())]
@@ -343,7 +321,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
     summary = summarize_results(load_results(args.results))
     if args.json:
-        print(json.dumps(_finite(summary), indent=2))
+        print(json.dumps(finite(summary), indent=2))
     else:
         print(format_summary(summary))
     return EXIT_OK
