@@ -140,7 +140,8 @@ def register(moving, fixed, *, config: RegistrationConfig | str | None = None, s
         moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape.
         config: a :class:`RegistrationConfig`, a preset name (``"paper"``, ``"cpu"``, ...) or ``None`` for the
             device's default (``"gpu"`` on CUDA, ``"cpu"`` otherwise; ``result.info["preset"]`` says which).
-        seed: seeds the weights and every noise draw (``None`` means 0): same seed and device, same numbers.
+        seed: seeds the weights and every noise draw (``None`` means 0): same seed and device, same numbers
+            (on a CPU also the same ``torch.get_num_threads()``: the optimisation amplifies float rounding).
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
         progress: show a progress bar.
         callback: called with a :class:`Step` after every iteration; returning ``True`` stops the run.
