@@ -20,12 +20,7 @@ AXES = {"method": ["dip", "classical-w0", "classical"], "depth": [1, 2], "init_s
         "noise": ["fresh", "fixed"], "iterations": [2, 8]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

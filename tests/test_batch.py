@@ -19,13 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(config="paper", down=(8, 8), up=(8, 8), in_channels=8, readout_draws=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: small ops on a shared 2-core machine are ~100x slower with 2 OpenMP threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,12 +32,7 @@ KW = dict(size=64, device="cpu", progress=False, overrides=TINY_DIP,
           method_options={"classical": TINY_CLASSICAL})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_lgg(base: Path) -> Path:
