@@ -13,18 +13,18 @@ The two are timed alternately, ``--repeats`` times each, and the medians are com
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 import torch
+from _common import parser, setup
 
 import dipreg
 from dipreg.data import sample_pair
 from dipreg.losses import fold_penalty, get_loss
 from dipreg.presets import get_preset
-from dipreg.register import DIPField, _normalise, resolve_device
+from dipreg.register import DIPField, _normalise
 from dipreg.transform import warp, warp_tensor
 
 
@@ -34,7 +34,7 @@ def hand_loop(moving: np.ndarray, fixed: np.ndarray, cfg, seed: int, dev: torch.
     f_t = torch.as_tensor(_normalise(fixed), dtype=torch.float32, device=dev)[None, None]
     gen = torch.Generator(device=dev).manual_seed(seed)
     model = DIPField(cfg, moving.shape, torch.Generator().manual_seed(seed)).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     loss_fn = get_loss(cfg.loss)
     for _ in range(cfg.iterations):
         u = model(model.noise(gen, dev))
@@ -52,18 +52,13 @@ def hand_loop(moving: np.ndarray, fixed: np.ndarray, cfg, seed: int, dev: torch.
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--iterations", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
+    dev = setup(args)
     overrides: dict = {"iterations": args.iterations, "patience": 0}
     if args.quick:
         args.size, args.repeats = 32, 2

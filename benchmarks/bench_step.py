@@ -1,32 +1,34 @@
 """Milliseconds per optimisation step of dipreg's DIP registration, per preset and image size.
 
 One step = one noise draw, the generator forward, the warp, the loss (and fold barrier), backward and the
-optimiser step: exactly the body of ``dipreg.register``'s loop. The achieved FLOP rate counts the
-generator's and the loss's FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass,
-times 3 for forward + backward, and is printed beside the device's measured peak (a large matmul and a
-large 3 x 3 conv2d, timed the same way).
+optimiser step: exactly the body of ``dipreg.register``'s loop (``dipreg.register.objective``, compiled
+with ``--compile`` as ``register(compile=True)`` does; the compilation happens in the warm-up steps).
+The achieved FLOP rate counts the generator's and the loss's FLOPs with
+``torch.utils.flop_counter.FlopCounterMode`` on one forward pass, times 3 for forward + backward, and is
+printed beside the device's measured peak (a large matmul and a large 3 x 3 conv2d, timed the same way).
 
     python benchmarks/bench_step.py                 # presets paper, cpu, gpu at 128 and 256
     python benchmarks/bench_step.py --threads 1 --repeats 5 --budget 20
     python benchmarks/bench_step.py --device cuda
+    python benchmarks/bench_step.py --presets cpu --compile
+    python benchmarks/bench_step.py --presets cpu gpu --compare-compile   # eager vs compiled, interleaved
     python benchmarks/bench_step.py --quick         # a few seconds, tiny sizes (smoke test)
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import time
 
 import torch
+from _common import parser, setup
 from torch.utils.flop_counter import FlopCounterMode
 
 from dipreg.data import sample_pair
-from dipreg.losses import fold_penalty, get_loss
+from dipreg.losses import get_loss
 from dipreg.presets import get_preset
-from dipreg.register import DIPField, resolve_device
-from dipreg.transform import warp_tensor
+from dipreg.register import DIPField, _compiled_objective, make_optimizer, objective
 
 
 def _sync(dev: torch.device) -> None:
@@ -63,7 +65,7 @@ def peak_flops(dev: torch.device, quick: bool = False) -> dict[str, float]:
     return {"matmul": 2 * n**3 / t_mm, "conv2d": 2 * 4 * c * c * 9 * s * s / t_conv}
 
 
-def make_step(preset: str, size: int, dev: torch.device, **overrides):
+def make_step(preset: str, size: int, dev: torch.device, compile: bool = False, **overrides):  # noqa: A002
     """The config, a closure running one optimisation step, and the forward FLOPs of that step."""
     cfg = get_preset(preset).replace(**overrides) if overrides else get_preset(preset)
     pair = sample_pair(size=size)
@@ -71,47 +73,74 @@ def make_step(preset: str, size: int, dev: torch.device, **overrides):
     f_t = torch.as_tensor(pair.fixed, dtype=torch.float32, device=dev)[None, None]
     model = DIPField(cfg, (size, size), torch.Generator().manual_seed(0)).to(dev)
     gen = torch.Generator(device=dev).manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    opt = make_optimizer(model.parameters(), cfg, dev)
     loss_fn = get_loss(cfg.loss)
 
-    def forward():
-        u = model(model.noise(gen, dev))
-        loss = loss_fn(warp_tensor(m_t, u), f_t)
-        if cfg.fold_penalty:
-            loss = loss + cfg.fold_penalty * fold_penalty(u)
-        return loss
+    step_fn = _compiled_objective() if compile else objective
 
     def step():
-        loss = forward()
+        loss, _, _ = step_fn(model, model.noise(gen, dev), m_t, f_t, loss_fn, cfg.fold_penalty)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        float(loss.detach())  # as register does: one sync per step
 
-    with FlopCounterMode(display=False) as counter:
-        forward()
+    with FlopCounterMode(display=False) as counter:  # eager: the counter sees every operator
+        objective(model, model.noise(gen, dev), m_t, f_t, loss_fn, cfg.fold_penalty)
     return cfg, step, counter.get_total_flops()
 
 
+def compare_compile(preset: str, size: int, dev: torch.device, rounds: int, block: int,
+                    **overrides) -> tuple[float, float]:
+    """Median seconds per step of eager and compiled steps, timed in alternating blocks of ``block`` steps for
+    ``rounds`` rounds, so that a drift in the machine's speed hits both alike."""
+    steps = {"eager": make_step(preset, size, dev, **overrides)[1],
+             "compiled": make_step(preset, size, dev, compile=True, **overrides)[1]}
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for fn in steps.values():  # warm-up; compiles (and may recompile once)
+        for _ in range(3):
+            fn()
+    for _ in range(rounds):
+        for key, fn in steps.items():
+            for _ in range(block):
+                t = time.perf_counter()
+                fn()
+                _sync(dev)
+                times[key].append(time.perf_counter() - t)
+    return statistics.median(times["eager"]), statistics.median(times["compiled"])
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--presets", nargs="+", default=["paper", "cpu", "gpu"])
     ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
     ap.add_argument("--repeats", type=int, default=10, help="timed steps per row (at most)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--budget", type=float, default=30.0, help="stop timing a row after this many seconds")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--quick", action="store_true", help="tiny sizes and repeats: a smoke test")
+    ap.add_argument("--compile", action="store_true", help="time register(compile=True)'s step")
+    ap.add_argument("--compare-compile", action="store_true",
+                    help="only compare eager and compiled steps, alternating blocks of --repeats steps, 5 rounds")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dev = resolve_device(args.device)
+    dev = setup(args)
     overrides: dict = {}
+    rounds = 5
     if args.quick:
-        args.sizes, args.repeats, args.warmup, args.budget = [64], 2, 1, 2.0
+        args.sizes, args.repeats, args.warmup, args.budget, rounds = [64], 2, 1, 2.0, 2
         overrides = {"down": (8, 8, 8), "up": (8, 8, 8)}
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
-    print(f"device {dev} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"device {dev} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
+          f"{', torch.compile' if args.compile else ''}")
+    if args.compare_compile:
+        print(f"\neager and compiled steps alternating, {rounds} rounds of {args.repeats} steps each\n")
+        print("| preset | size | eager ms / step | compiled ms / step | speed-up |\n|---|---|---|---|---|")
+        rows = []
+        for preset in args.presets:
+            for size in args.sizes:
+                eager, compiled = compare_compile(preset, size, dev, rounds, args.repeats, **overrides)
+                rows.append({"preset": preset, "size": size, "eager_ms": eager * 1e3, "compiled_ms": compiled * 1e3})
+                print(f"| {preset} | {size} | {eager * 1e3:.1f} | {compiled * 1e3:.1f} | {eager / compiled:.2f}x |",
+                      flush=True)
+        return rows
     peak = peak_flops(dev, args.quick)
     print(f"measured peak: matmul {peak['matmul'] / 1e9:.1f} GFLOP/s, conv2d {peak['conv2d'] / 1e9:.1f} GFLOP/s\n")
     rows = []
@@ -120,9 +149,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
         for size in args.sizes:
-            cfg, step, flops = make_step(preset, size, dev, **overrides)
+            cfg, step, flops = make_step(preset, size, dev, compile=args.compile, **overrides)
             # the paper preset at 256 takes seconds per step on a CPU: fewer warm-ups
             warm = 1 if flops > 5e10 and dev.type == "cpu" else args.warmup
+            if args.compile:
+                warm = max(warm, 3)  # the first calls compile (and may recompile once)
             sec, n = _median_time(step, dev, args.repeats, warm, args.budget)
             total = 3 * flops
             rate = total / sec

@@ -35,7 +35,15 @@ import torch
 from dipreg._validate import as_image, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.losses import fold_penalty, get_loss
-from dipreg.register import DIPField, RegistrationError, _normalise, _progress, resolve_config, resolve_device
+from dipreg.register import (
+    DIPField,
+    RegistrationError,
+    _normalise,
+    _progress,
+    make_optimizer,
+    resolve_config,
+    resolve_device,
+)
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
 
@@ -169,7 +177,7 @@ def register_many(pairs, *, config: RegistrationConfig | str | None = None,
         return torch.stack([base.noise(g, dev) for g in gens])
 
     loss_fn = get_loss(cfg.loss)
-    opt = torch.optim.Adam(plist, lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD(plist, lr=cfg.lr)
+    opt = make_optimizer(plist, cfg, dev)
     z_fixed = noise() if cfg.noise == "fixed" else None
     histories: list[list[float]] = [[] for _ in range(n)]
     bar = _progress(cfg.iterations, progress, f"dipreg batch x{n} [{cfg.preset}, {dev.type}]")

@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--fixed-mask", help="optional mask of FIXED (for Dice in metrics.json)")
     reg.add_argument("--force", action="store_true", help="overwrite existing outputs")
     reg.add_argument("--no-progress", action="store_true", help="no progress bar")
+    reg.add_argument("--compile", action="store_true",
+                     help="run the optimisation through torch.compile (a one-off compile, then faster steps)")
 
     info = sub.add_parser("info", help="versions, device, default preset, optional packages, data location")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -138,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     rep.add_argument("--device", help="'cpu', 'cuda', ... (default: CUDA when available)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.add_argument("--compile", action="store_true",
+                     help="DIP through torch.compile, compiled once before the first pair (untimed)")
 
     summ = sub.add_parser("summarize", help="mean ± SD per method of a results.csv")
     summ.add_argument("results", help="results.csv (or the folder holding it)")
@@ -198,7 +202,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     if (moving_mask is None) != (fixed_mask is None):
         raise CLIError("Dice needs both --moving-mask and --fixed-mask")
 
-    result = register(moving, fixed, config=cfg, seed=args.seed, device=dev, progress=not args.no_progress)
+    result = register(moving, fixed, config=cfg, seed=args.seed, device=dev, progress=not args.no_progress,
+                      compile=args.compile)
 
     out.mkdir(parents=True, exist_ok=True)
     warped_affine = affine if ext in (".nii", ".nii.gz") else None
@@ -305,7 +310,7 @@ def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
         path = reproduce(args.data, args.out, methods=args.methods, protocol=args.protocol, slice=args.slice,
                          channel=args.channel, limit=args.limit, size=args.size, preset=args.preset,
                          device=args.device, seed=args.seed, progress=not args.no_progress, overrides=overrides,
-                         method_options=method_options, command=command)
+                         method_options=method_options, command=command, compile=args.compile)
     except KeyboardInterrupt:
         n = len(load_results(path)) if path.exists() else 0
         print(f"dipreg reproduce: interrupted; {n} finished row(s) are saved in {path}. Run the same command again "

@@ -176,7 +176,8 @@ class _Method:
 
 
 def _plan_methods(methods: Sequence[str], *, preset: str | None, device: Any, seed: int, progress: bool,
-                  overrides: dict[str, Any] | None, method_options: dict[str, dict[str, Any]] | None) -> list[_Method]:
+                  overrides: dict[str, Any] | None, method_options: dict[str, dict[str, Any]] | None,
+                  compile: bool = False) -> list[_Method]:  # noqa: A002
     from dipreg.register import register, resolve_config, resolve_device
 
     if isinstance(methods, str):
@@ -201,11 +202,12 @@ def _plan_methods(methods: Sequence[str], *, preset: str | None, device: Any, se
             cfg = resolve_config(preset, dev, dict(overrides or {}))
 
             def run_dip(pair, cfg=cfg):
-                return register(pair.moving, pair.fixed, config=cfg, seed=seed, device=dev, progress=progress)
+                return register(pair.moving, pair.fixed, config=cfg, seed=seed, device=dev, progress=progress,
+                                compile=compile)
 
             def warm_dip(pair, cfg=cfg):
                 register(pair.moving, pair.fixed, config=cfg.replace(iterations=1, readout_draws=1, patience=0),
-                         seed=seed, device=dev, progress=False)
+                         seed=seed, device=dev, progress=False, compile=compile)
 
             plan.append(_Method(name, cfg.preset, cfg.to_dict(), run_dip, warmup=warm_dip))
         elif name == "classical":
@@ -408,7 +410,8 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
               channel: str | None = None, limit: int | None = None, size: int | None = None,
               preset: str | None = None, device: str | None = None, seed: int = 0, progress: bool = True,
               overrides: dict[str, Any] | None = None, method_options: dict[str, dict[str, Any]] | None = None,
-              command: str | None = None, on_row: Callable[[dict[str, Any]], None] | None = None) -> Path:
+              command: str | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
+              compile: bool = False) -> Path:  # noqa: A002
     """Run every method on every LGG pair and append one row per (pair, method) to ``out_dir/results.csv``.
 
     Args:
@@ -428,6 +431,8 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
             or ``{"ants-SyN": {"reg_iterations": (40, 20, 0)}}``.
         command: how the run was started, for ``provenance.json`` (default: ``sys.argv``).
         on_row: called with each row dict right after it is written.
+        compile: DIP through ``torch.compile`` (:func:`dipreg.register`); compiled in the untimed warm-up
+            run before the first pair, so ``seconds`` holds no compilation. Recorded in the run's provenance.
 
     Returns:
         The path of ``results.csv``.
@@ -463,7 +468,7 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     seed = int(seed)
     dev = resolve_device(device)
     plan = _plan_methods(methods, preset=preset, device=dev, seed=seed, progress=progress, overrides=overrides,
-                         method_options=method_options)
+                         method_options=method_options, compile=compile)
     pairs_iter = lgg_pairs(data_root, protocol=protocol, slice=slice, channel=channel, limit=limit)
 
     out = Path(out_dir).expanduser()
@@ -493,7 +498,7 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     commit = git_commit()
     _write_provenance(out, data_root=data_root, expected=expected, limit=limit, plan=plan, skipped=skipped,
                       preset=preset, overrides=overrides, device=dev, command=command, commit=commit,
-                      resumed=len(rows))
+                      resumed=len(rows), compile=compile)
     if rows:
         _say(f"resuming {results}: {len(rows)} finished row(s) kept")
 
@@ -572,7 +577,7 @@ def _run_one(method: _Method, pair: Any, expected: dict[str, str], dev: Any, com
 
 def _write_provenance(out: Path, *, data_root: Path, expected: dict[str, str], limit: int | None,
                       plan: list[_Method], skipped: list[str], preset: str | None, overrides: dict[str, Any] | None,
-                      device: Any, command: str | None, commit: str, resumed: int) -> None:
+                      device: Any, command: str | None, commit: str, resumed: int, compile: bool) -> None:
     from dipreg import __version__
 
     path = out / PROVENANCE_FILE
@@ -586,6 +591,7 @@ def _write_provenance(out: Path, *, data_root: Path, expected: dict[str, str], l
         "date": _now(),
         "command": command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "rows_already_done": resumed,
+        "dip_compile": compile,
         "machine": machine_info(),
         "versions": versions(),
         "git_commit": commit,

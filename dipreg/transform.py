@@ -58,10 +58,17 @@ def displacement_to_normalized(u: torch.Tensor) -> torch.Tensor:
 
 
 def sampling_grid(u: torch.Tensor) -> torch.Tensor:
-    """The grid_sample grid (N, H, W, 2) for a pixel displacement ``u`` of shape (N, 2, H, W)."""
-    n, _, h, w = u.shape
-    base = identity_grid((h, w), device=u.device, dtype=u.dtype)
-    return pixel_to_normalized(base.unsqueeze(1) + u.transpose(0, 1), (h, w)).reshape(n, h, w, 2)
+    """The grid_sample grid (N, H, W, 2) for a pixel displacement ``u`` of shape (N, 2, H, W).
+
+    Equal to ``pixel_to_normalized(identity_grid + u)`` up to float rounding, written with as few
+    operators as possible (it runs 8 times per step of the presets: the warp and 7 compositions).
+    """
+    h, w = u.shape[-2:]
+    cols = torch.linspace(-1.0, 1.0, w, device=u.device, dtype=u.dtype)
+    rows = torch.linspace(-1.0, 1.0, h, device=u.device, dtype=u.dtype)
+    x = cols.view(1, 1, w) + u[:, 1] * (2.0 / max(w - 1, 1))
+    y = rows.view(1, h, 1) + u[:, 0] * (2.0 / max(h - 1, 1))
+    return torch.stack((x, y), dim=-1)
 
 
 def warp_tensor(image: torch.Tensor, u: torch.Tensor, *, mode: str = "bilinear",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,10 +88,21 @@ def test_bad_inputs(pairs):
         register_many(pairs, progress=False, bogus=1)
 
 
-@pytest.mark.parametrize("script", ["bench_step.py", "bench_overhead.py", "bench_time_to_quality.py"])
+@pytest.mark.parametrize("script", ["bench_step.py", "bench_overhead.py", "bench_time_to_quality.py", "bench_batch.py"])
 def test_benchmark_quick(script):
     """Every benchmark script runs end to end with --quick, so the scripts cannot rot."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--threads", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "|" in out.stdout
+
+
+def test_gpu_check_script_dry_run(tmp_path):
+    """benchmarks/gpu_check.sh (the one prepared GPU check) runs every step on the CPU with tiny settings."""
+    env = {**os.environ, "DIPREG_CHECK_DEVICE": "cpu", "DIPREG_CHECK_QUICK": "1", "PYTHON": sys.executable}
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert out.returncode == 0, log[-3000:]
+    assert "0 step(s) failed" in log and "projected 109-pair reproduction" in log
+    assert log.count("| speed-up |") == 1 and "torch.compile" in log

@@ -65,6 +65,21 @@ def test_register_writes_outputs(tmp_path, pair, ext, capsys):
         np.testing.assert_allclose(u_aff, AFFINE)
 
 
+def test_register_compile_flag_reaches_register(tmp_path, pair, monkeypatch):
+    module = sys.modules["dipreg.register"]
+    real, seen = module.register, []
+
+    def spy(*args, compile=False, **kwargs):  # noqa: A002 - runs eagerly; compilation is tested in test_register
+        seen.append(compile)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "register", spy)
+    m, f = write_pair(tmp_path, pair, ".npy")
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "a"), *TINY]) == 0
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "b"), "--compile", *TINY]) == 0
+    assert seen == [False, True]
+
+
 def test_register_masks_and_jpeg_fallback(tmp_path, pair):
     import imageio.v3 as iio
 

@@ -96,6 +96,7 @@ def test_rows_and_provenance(lgg, tmp_path):
     assert run["command"] and run["machine"]["cpu_cores"] and run["machine"]["torch"] == torch.__version__
     assert "cpu" in run["machine"] and "gpu" in run["machine"]
     assert set(prov["methods"]) == {"dip", "classical"}
+    assert run["dip_compile"] is False
 
 
 def ident(row):
@@ -264,6 +265,25 @@ def test_cli_reproduce_and_summarize(lgg, tmp_path, capsys):
     assert "another configuration" in err and "Traceback" not in err
     assert (out / "results.csv").read_bytes() == before
     assert main(["reproduce", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_compile_reaches_every_dip_run(lgg, tmp_path, monkeypatch):
+    """--compile is passed to the untimed warm-up (where the compilation happens) and to every timed run,
+    and the run's provenance records it. (The spy runs eagerly: compilation itself is tested elsewhere.)"""
+    module = sys.modules["dipreg.register"]
+    real, seen = module.register, []
+
+    def spy(*args, compile=False, **kwargs):  # noqa: A002
+        seen.append((compile, kwargs["config"].iterations))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "register", spy)
+    out = tmp_path / "run"
+    args = ["reproduce", "--data", str(lgg), "--out", str(out), "--methods", "dip", "--size", "64", "--compile",
+            "--no-progress", "--device", "cpu", "--iterations", "2", "--set", "down=8,8", "--set", "up=8,8"]
+    assert main(args) == 0
+    assert seen == [(True, 1), (True, 2), (True, 2)]  # warm-up, then the two pairs
+    assert json.loads((out / "provenance.json").read_text())["runs"][-1]["dip_compile"] is True
 
 
 def test_cli_interrupt_says_how_to_resume(lgg, tmp_path, monkeypatch, capsys):

@@ -98,6 +98,16 @@ def test_sampling_grid_identity_matches_affine_grid():
     torch.testing.assert_close(sampling_grid(u), ref, atol=1e-6, rtol=0)
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 40), w=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_sampling_grid_is_the_pixel_position_x_plus_u_normalised(n, h, w, seed):
+    """sampling_grid(u)[k, i, j] == pixel_to_normalized((i, j) + u[k, :, i, j]): the fast path agrees with the
+    explicit conversion, for any batch, size (1-pixel sides included) and displacement."""
+    u = torch.randn(n, 2, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 4
+    pos = identity_grid((h, w), dtype=torch.float64)[:, None] + u.transpose(0, 1)  # (2, N, H, W) pixels
+    torch.testing.assert_close(sampling_grid(u), pixel_to_normalized(pos, (h, w)), atol=1e-12, rtol=0)
+
+
 def test_identity_grid():
     g = identity_grid((3, 4))
     assert g.shape == (2, 3, 4)
