@@ -51,6 +51,16 @@ run 90 "library overhead over a hand-written loop (target <= 5 %)" \
   "$PY" benchmarks/bench_overhead.py --device "$DEV" "${OVER[@]}"
 run 150 "register_many against one-by-one (target >= 5x pairs per second)" \
   "$PY" benchmarks/bench_batch.py --device "$DEV" "${BATCH[@]}"
+run 90 "same seed, same device, same numbers? (grid_sample's backward adds atomically on CUDA)" "$PY" -c "
+import numpy as np, torch, dipreg
+dev = torch.device('$DEV')
+pair = dipreg.data.sample_pair()
+kw = dict(device=dev, progress=False, seed=0, iterations=$PROJ_ITERS if $PROJ_ITERS < 50 else 50, $PROJ_EXTRA)
+a, b = dipreg.register(pair.moving, pair.fixed, **kw), dipreg.register(pair.moving, pair.fixed, **kw)
+same = a.history == b.history and np.array_equal(a.displacement, b.displacement)
+print(f'two runs, seed 0: identical {same}; max |du| {np.abs(a.displacement - b.displacement).max():.2e} px, '
+      f'max loss difference {max(abs(x - y) for x, y in zip(a.history, b.history)):.2e}')
+"
 run 90 "one full registration (gpu preset) and the projected 109-pair reproduction" "$PY" -c "
 import time, torch, dipreg
 dev = torch.device('$DEV')

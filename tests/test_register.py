@@ -115,6 +115,23 @@ def test_compile_failure_says_how_to_go_on(monkeypatch):
     assert info.value.history == []
 
 
+@pytest.mark.parametrize("callback", [None, lambda step: None])
+def test_nan_mid_run_names_the_iteration_and_keeps_the_finite_losses(monkeypatch, callback):
+    """The loss is checked before the step that would spread NaN into the weights (a later grid_sample on
+    NaN coordinates can crash the process on a CPU), with or without a callback."""
+    calls = {"n": 0}
+
+    def nan_from_the_sixth_call(a, b):
+        calls["n"] += 1
+        return (a - b).abs().mean() * (float("nan") if calls["n"] > 5 else 1.0)
+
+    monkeypatch.setitem(dipreg.losses.LOSSES, "mae", nan_from_the_sixth_call)
+    m, f, _ = blob_pair()
+    with pytest.raises(RegistrationError, match="at iteration 5;") as info:
+        dipreg.register(m, f, progress=False, callback=callback, **{**TINY, "iterations": 20})
+    assert len(info.value.history) == 5 and all(np.isfinite(info.value.history))
+
+
 @pytest.mark.parametrize(
     ("moving", "fixed", "exc", "match"),
     [
