@@ -12,6 +12,7 @@ printed beside the device's measured peak (a large matmul and a large 3 x 3 conv
     python benchmarks/bench_step.py --device cuda
     python benchmarks/bench_step.py --presets cpu --compile
     python benchmarks/bench_step.py --presets cpu gpu --compare-compile   # eager vs compiled, interleaved
+    python benchmarks/bench_step.py --device cuda --amp bf16 --cudnn-benchmark
     python benchmarks/bench_step.py --quick         # a few seconds, tiny sizes (smoke test)
 """
 
@@ -65,8 +66,13 @@ def peak_flops(dev: torch.device, quick: bool = False) -> dict[str, float]:
     return {"matmul": 2 * n**3 / t_mm, "conv2d": 2 * 4 * c * c * 9 * s * s / t_conv}
 
 
-def make_step(preset: str, size: int, dev: torch.device, compile: bool = False, **overrides):  # noqa: A002
-    """The config, a closure running one optimisation step, and the forward FLOPs of that step."""
+def make_step(preset: str, size: int, dev: torch.device, compile: bool = False,  # noqa: A002
+              amp: str | None = None, **overrides):
+    """The config, a closure running one optimisation step, and the forward FLOPs of that step.
+
+    ``amp``: ``"bf16"`` or ``"fp16"`` runs the objective under ``torch.autocast`` (timing only: ``register``
+    itself runs in float32; whether mixed precision keeps the result is a separate check).
+    """
     cfg = get_preset(preset).replace(**overrides) if overrides else get_preset(preset)
     pair = sample_pair(size=size)
     m_t = torch.as_tensor(pair.moving, dtype=torch.float32, device=dev)[None, None]
@@ -77,9 +83,11 @@ def make_step(preset: str, size: int, dev: torch.device, compile: bool = False, 
     loss_fn = get_loss(cfg.loss)
 
     step_fn = _compiled_objective() if compile else objective
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
 
     def step():
-        loss, _, _ = step_fn(model, model.noise(gen, dev), m_t, f_t, loss_fn, cfg.fold_penalty)
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            loss, _, _ = step_fn(model, model.noise(gen, dev), m_t, f_t, loss_fn, cfg.fold_penalty)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -118,10 +126,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--budget", type=float, default=30.0, help="stop timing a row after this many seconds")
     ap.add_argument("--compile", action="store_true", help="time register(compile=True)'s step")
+    ap.add_argument("--amp", choices=["bf16", "fp16"], help="time the step under torch.autocast (not used by register)")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True (CUDA)")
     ap.add_argument("--compare-compile", action="store_true",
                     help="only compare eager and compiled steps, alternating blocks of --repeats steps, 5 rounds")
     args = ap.parse_args(argv)
     dev = setup(args)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     overrides: dict = {}
     rounds = 5
     if args.quick:
@@ -129,7 +140,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         overrides = {"down": (8, 8, 8), "up": (8, 8, 8)}
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     print(f"device {dev} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
-          f"{', torch.compile' if args.compile else ''}")
+          f"{', torch.compile' if args.compile else ''}{', autocast ' + args.amp if args.amp else ''}"
+          f"{', cudnn.benchmark' if args.cudnn_benchmark else ''}")
     if args.compare_compile:
         print(f"\neager and compiled steps alternating, {rounds} rounds of {args.repeats} steps each\n")
         print("| preset | size | eager ms / step | compiled ms / step | speed-up |\n|---|---|---|---|---|")
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("|---|---|---|---|---|---|---|---|")
     for preset in args.presets:
         for size in args.sizes:
-            cfg, step, flops = make_step(preset, size, dev, compile=args.compile, **overrides)
+            cfg, step, flops = make_step(preset, size, dev, compile=args.compile, amp=args.amp, **overrides)
             # the paper preset at 256 takes seconds per step on a CPU: fewer warm-ups
             warm = 1 if flops > 5e10 and dev.type == "cpu" else args.warmup
             if args.compile:

@@ -20,10 +20,11 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 cd "$ROOT" || exit 1
 
 if [ -n "${DIPREG_CHECK_QUICK:-}" ]; then
-  STEP=(--quick) STEPC=(--quick) OVER=(--quick) BATCH=(--quick) PROJ_ITERS=3 PROJ_EXTRA="down=(8, 8), up=(8, 8), in_channels=4,"
+  STEP=(--quick) STEPC=(--quick) STEPA=(--quick --presets cpu) OVER=(--quick) BATCH=(--quick) PROJ_ITERS=3 PROJ_EXTRA="down=(8, 8), up=(8, 8), in_channels=4,"
 else
   STEP=(--presets paper gpu cpu --sizes 128 256 --repeats 20 --budget 20)
   STEPC=(--presets gpu cpu --sizes 256 --repeats 20 --budget 20)
+  STEPA=(--presets paper gpu --sizes 256 --repeats 20 --budget 20)
   OVER=(--preset gpu --iterations 200 --repeats 3)
   BATCH=(--preset gpu --batch 1 4 16 32 --iterations 50)
   PROJ_ITERS=1000 PROJ_EXTRA=""
@@ -47,6 +48,9 @@ run 30 "machine" bash -c "date -u; nvidia-smi || true; $PY -c 'import torch; pri
 run 150 "ms per step, eager (target: paper preset >= 60 % of the measured conv throughput)" \
   "$PY" benchmarks/bench_step.py --device "$DEV" "${STEP[@]}"
 run 150 "ms per step, torch.compile" "$PY" benchmarks/bench_step.py --device "$DEV" --compile "${STEPC[@]}"
+run 120 "ms per step with cudnn autotuning, then also bf16 autocast (timing only: register runs float32)" \
+  bash -c "$PY benchmarks/bench_step.py --device $DEV --cudnn-benchmark ${STEPA[*]} &&
+           $PY benchmarks/bench_step.py --device $DEV --cudnn-benchmark --amp bf16 ${STEPA[*]}"
 run 90 "library overhead over a hand-written loop (target <= 5 %)" \
   "$PY" benchmarks/bench_overhead.py --device "$DEV" "${OVER[@]}"
 run 150 "register_many against one-by-one (target >= 5x pairs per second)" \

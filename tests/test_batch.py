@@ -106,3 +106,4 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert out.returncode == 0, log[-3000:]
     assert "0 step(s) failed" in log and "projected 109-pair reproduction" in log
     assert log.count("| speed-up |") == 1 and "torch.compile" in log and "identical True" in log
+    assert "autocast bf16" in log and "cudnn.benchmark" in log
