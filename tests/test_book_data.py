@@ -1,0 +1,35 @@
+"""The results stored for the book (book/data/lgg_local_cpu*) come from the current `cpu` preset.
+
+Chapter 9 prints these files. When a preset changes, this test fails until they are regenerated with the
+command their provenance.json records, so the book cannot describe one method and show another's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dipreg.presets import get_preset
+from dipreg.reproduce import load_results
+
+ROOT = Path(__file__).resolve().parents[1]
+STORED = sorted(p.parent for p in (ROOT / "book" / "data").glob("lgg_local_cpu*/provenance.json"))
+
+
+def test_the_book_has_its_stored_runs():
+    assert {p.name for p in STORED} >= {"lgg_local_cpu", "lgg_local_cpu_adjacent", "lgg_local_cpu_prepost"}
+
+
+@pytest.mark.parametrize("folder", STORED, ids=lambda p: p.name)
+def test_stored_run_used_the_current_cpu_preset(folder):
+    prov = json.loads((folder / "provenance.json").read_text())
+    current = json.loads(json.dumps(get_preset("cpu").to_dict()))
+    command = prov["runs"][-1]["command"]
+    assert prov["methods"]["dip"]["config"] == current, f"regenerate {folder.name}: {command}"
+    rows = load_results(folder / "results.csv")
+    dip = [r for r in rows if r["method"] == "dip"]
+    assert dip and all(not r["error"] for r in rows)
+    assert all(json.loads(r["config"]) == {k: v for k, v in current.items() if k != "notes"} for r in dip), command
+    assert {r["protocol"] for r in rows} == {prov["protocol"]}
