@@ -22,16 +22,20 @@ def mse(warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
 
 
 def lncc(warped: torch.Tensor, fixed: torch.Tensor, window: int = 9, eps: float = 1e-5) -> torch.Tensor:
-    """Negative local normalised cross-correlation over ``window`` x ``window`` boxes (returns 1 - mean NCC^2)."""
-    kernel = torch.ones(1, 1, window, window, device=warped.device, dtype=warped.dtype) / window**2
+    """Negative local normalised cross-correlation over ``window`` x ``window`` boxes (returns 1 - mean NCC^2).
 
-    def box(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, kernel, padding=window // 2)
-
-    mu_w, mu_f = box(warped), box(fixed)
-    var_w = box(warped * warped) - mu_w**2
-    var_f = box(fixed * fixed) - mu_f**2
-    cov = box(warped * fixed) - mu_w * mu_f
+    Images (N, C, H, W); outside the image the boxes see zeros. The five local means (of both images, their
+    squares and their product) come from one grouped, separable box filter: a 1 x w then a w x 1 mean.
+    """
+    stack = torch.cat((warped, fixed, warped * warped, fixed * fixed, warped * fixed), dim=1)
+    groups, half = stack.shape[1], window // 2
+    row = torch.full((groups, 1, 1, window), 1.0 / window, device=warped.device, dtype=warped.dtype)
+    means = F.conv2d(F.conv2d(stack, row, padding=(0, half), groups=groups), row.transpose(2, 3),
+                     padding=(half, 0), groups=groups)
+    mu_w, mu_f, mean_ww, mean_ff, mean_wf = means.chunk(5, dim=1)
+    var_w = mean_ww - mu_w**2
+    var_f = mean_ff - mu_f**2
+    cov = mean_wf - mu_w * mu_f
     ncc2 = cov**2 / (var_w.clamp_min(0) * var_f.clamp_min(0) + eps)
     return 1.0 - ncc2.mean()
 
