@@ -192,9 +192,9 @@ def register(moving, fixed, *, config: RegistrationConfig | str | None = None, s
         compile: run each iteration's forward and backward pass through ``torch.compile``. The first call
             in a process compiles (about a minute on a 2-core CPU, seconds when the on-disk cache of an
             earlier process is warm); later calls with the same architecture and image size reuse it, and
-            a step takes 20-30 % less time on a CPU (``BENCHMARKS.md``). The same update up to float
-            rounding, which the optimisation amplifies: results match eager mode statistically, not digit
-            by digit.
+            a step takes about 20 % less time on a 2-core CPU (``BENCHMARKS.md``). The same update up to
+            float rounding, which the optimisation amplifies: results match eager mode statistically, not
+            digit by digit.
         **overrides: config fields to change, e.g. ``iterations=100``.
 
     Returns:
