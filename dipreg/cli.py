@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", required=True, help="output folder for results.csv and provenance.json")
     rep.add_argument("--methods", default="dip,classical,ants-SyN,ants-strong",
                      help="comma-separated: dip, classical, ants-<setting> (default: %(default)s)")
-    rep.add_argument("--protocol", default="consecutive", help="consecutive, adjacent-slices or pre-post")
+    rep.add_argument("--protocol", default="consecutive",
+                     help="consecutive, adjacent-slices or pre-post (two contrasts: consider --set loss=lncc)")
     rep.add_argument("--slice", type=_slice_arg, default="middle", help="'middle' or a 0-based slice index")
     rep.add_argument("--channel", help="t1_pre, flair (default) or t1_post")
     rep.add_argument("--limit", type=_nonneg_int, help="at most this many pairs")

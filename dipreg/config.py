@@ -35,7 +35,10 @@ class RegistrationConfig:
         fold_penalty: weight of :func:`dipreg.losses.fold_penalty` (mean of relu(0.1 - det J)) added to the
             loss; 0 = the paper's pure data term. A barrier against folding, not a smoothness prior.
     Optimisation:
-        loss: ``"mae"`` (the paper), ``"mse"`` or ``"lncc"``. optimizer: ``"adam"`` or ``"sgd"``.
+        loss: ``"mae"`` (the paper), ``"mse"`` or ``"lncc"``. MAE and MSE assume both images show the same
+            contrast; between contrasts (e.g. T1 before and after contrast agent) use ``"lncc"``: with MAE the
+            generator can move a tumour away to match its enhancement (book chapter 9, "Same-patient
+            pairings"). optimizer: ``"adam"`` or ``"sgd"``.
         lr: learning rate. iterations: maximum number of steps.
         patience, min_delta: stop early when the loss has not improved by ``min_delta`` for ``patience``
             steps (``patience=0`` never stops early).

@@ -35,13 +35,23 @@ def install_source(config: Path = ROOT / "_config.yml") -> str:
 
 
 def normalise(nb: dict, install: str) -> dict:
-    """Return the notebook with the install cell first and every output stripped."""
+    """Return the notebook with the install cell first, every output stripped and every cell given an id
+    (nbformat 4.5 requires one; a missing id gets ``cell-<index>``, unique within the notebook)."""
     cells = [c for c in nb["cells"] if TAG not in c.get("metadata", {}).get("tags", [])]
     first = {"cell_type": "code", "execution_count": None, "id": "colab-install",
              "metadata": {"tags": [TAG]}, "outputs": [], "source": install.splitlines(keepends=True)}
-    for c in cells:
+    taken = {c["id"] for c in cells if "id" in c} | {first["id"]}
+    for i, c in enumerate(cells, start=1):
         if c["cell_type"] == "code":
             c["outputs"], c["execution_count"] = [], None
+        if "id" not in c:
+            cid, k = f"cell-{i}", 0
+            while cid in taken:
+                k += 1
+                cid = f"cell-{i}-{k}"
+            c["id"] = cid
+            taken.add(cid)
+    nb["nbformat"], nb["nbformat_minor"] = 4, max(5, nb.get("nbformat_minor", 5))
     nb["cells"] = [first] + cells
     nb.setdefault("metadata", {})["kernelspec"] = {"display_name": "Python 3", "language": "python",
                                                    "name": "python3"}

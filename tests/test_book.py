@@ -52,6 +52,17 @@ def test_sync_check_passes():
     assert proc.returncode == 0, proc.stdout
 
 
+def test_sync_gives_every_cell_a_unique_id():
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": "a"},
+                    {"cell_type": "code", "id": "cell-1", "metadata": {}, "outputs": [1], "source": "b"},
+                    {"cell_type": "code", "metadata": {}, "outputs": [], "source": "c"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 4}
+    out = sync_notebooks.normalise(nb, "pass")
+    ids = [c["id"] for c in out["cells"]]
+    assert ids == ["colab-install", "cell-1-1", "cell-1", "cell-3"]
+    assert out["nbformat_minor"] == 5 and out["cells"][2]["outputs"] == []
+
+
 def test_build_config_fails_on_cell_errors():
     cfg = (ROOT / "_config.yml").read_text()
     assert "nb_execution_raise_on_error: true" in cfg
