@@ -1,4 +1,5 @@
-"""What the book's chapters share: the run profile (CPU or GPU) and the device they use.
+"""What the book's chapters share: the run profile (CPU or GPU), the device they use and the results
+stored with the package for them (``stored``).
 
 A chapter starts with ``profile = dipreg.book.setup()``: it picks the GPU when there is one, says so,
 and returns the profile whose sizes the chapter uses. The CPU profile is small enough for the whole
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -51,7 +53,22 @@ def setup(seed: int = 0, verbose: bool = True) -> BookProfile:
     else:
         prof = BookProfile("cpu", torch.device("cpu"), "cpu", 256, 1.0)
     if verbose:
-        where = torch.cuda.get_device_name(0) if gpu else f"CPU ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        where = torch.cuda.get_device_name(0) if gpu else f"CPU ({n} thread{'s' if n != 1 else ''})"
         print(f"dipreg {__import__('dipreg').__version__}, torch {torch.__version__}: running on {where}, "
               f"profile '{prof.name}' (registration preset '{prof.preset}').")
     return prof
+
+
+STORED = Path(__file__).parent / "data" / "book"
+
+
+def stored(name: str) -> Path:
+    """The path of a result stored for the book, e.g. ``"lgg_local_cpu"`` (a ``dipreg reproduce`` output
+    folder) or ``"ablation_sample.npz"``. They ship inside the package, so a chapter opened in Colab finds
+    them too; ``dipreg/data/book/*.md`` and each run's ``provenance.json`` say how each was made."""
+    path = STORED / name
+    if not path.exists():
+        have = sorted(p.name for p in STORED.iterdir()) if STORED.is_dir() else []
+        raise FileNotFoundError(f"no stored book result {name!r} in {STORED}; stored: {have}")
+    return path

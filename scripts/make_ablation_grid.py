@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python scripts/make_ablation_grid.py [--out book/data/ablation_sample.npz] [--iterations 150]
+    python scripts/make_ablation_grid.py [--out dipreg/data/book/ablation_sample.npz] [--iterations 150]
 
 Runs :func:`dipreg.ablation.run_grid` with the ``cpu`` preset on ``sample_pair(size=128)``, one axis
 at a time (:data:`dipreg.ablation.ABLATION_AXES`), on the CPU with one torch thread so that the run
@@ -22,7 +22,7 @@ from dipreg.data import sample_pair
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="book/data/ablation_sample.npz")
+    ap.add_argument("--out", default="dipreg/data/book/ablation_sample.npz")
     ap.add_argument("--iterations", type=int, default=150)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)

@@ -1,4 +1,4 @@
-"""The results stored for the book (book/data/lgg_local_cpu*) come from the current `cpu` preset.
+"""The results stored for the book (dipreg/data/book/lgg_local_cpu*) come from the current `cpu` preset.
 
 Chapter 9 prints these files. When a preset changes, this test fails until they are regenerated with the
 command their provenance.json records, so the book cannot describe one method and show another's numbers.
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
+import dipreg.book
 from dipreg.presets import get_preset
 from dipreg.reproduce import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
-STORED = sorted(p.parent for p in (ROOT / "book" / "data").glob("lgg_local_cpu*/provenance.json"))
+STORED = sorted(p.parent for p in (ROOT / "dipreg" / "data" / "book").glob("lgg_local_cpu*/provenance.json"))
 
 
 def test_the_book_has_its_stored_runs():
@@ -33,3 +34,10 @@ def test_stored_run_used_the_current_cpu_preset(folder):
     assert dip and all(not r["error"] for r in rows)
     assert all(json.loads(r["config"]) == {k: v for k, v in current.items() if k != "notes"} for r in dip), command
     assert {r["protocol"] for r in rows} == {prov["protocol"]}
+
+
+def test_stored_finds_the_book_results_and_names_the_choices():
+    assert (dipreg.book.stored("lgg_local_cpu") / "results.csv").is_file()
+    assert dipreg.book.stored("ablation_sample.npz").is_file()
+    with pytest.raises(FileNotFoundError, match="ablation_sample.npz"):
+        dipreg.book.stored("no_such_run")

@@ -1,0 +1,31 @@
+"""JSON helpers shared by the command line and the ablation grid."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def finite(obj: Any) -> Any:
+    """Replace NaN/inf floats (also nested in dicts, lists and tuples) by None, so the JSON is standard."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def jsonable(obj: Any) -> Any:
+    """``default=`` for json.dump: numpy scalars and arrays become Python values, anything else a string."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)

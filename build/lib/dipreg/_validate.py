@@ -1,0 +1,75 @@
+"""Input checks shared by every public entry point.
+
+Each check raises a ``TypeError`` or ``ValueError`` that names the argument and says what was
+expected, so that bad input never surfaces as a deep PyTorch traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
+    """Return ``x`` as a finite 2D float64 array of shape (H, W), or raise.
+
+    Accepts numpy arrays and torch tensors (any device, detached). A trailing or leading
+    singleton axis, as in (1, H, W) or (H, W, 1), is squeezed; colour images are refused.
+    """
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - exotic objects
+            raise TypeError(f"{name}: expected a 2D numpy array or torch tensor, got {type(x).__name__}") from exc
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise TypeError(f"{name}: expected a numeric array of shape (H, W), got dtype {x.dtype}")
+    if x.ndim == 3 and 1 in (x.shape[0], x.shape[-1]):
+        x = x.reshape([s for s in x.shape if s != 1] or [1])
+    if x.ndim == 3 and x.shape[-1] in (3, 4):
+        raise ValueError(
+            f"{name}: expected a grey-level image of shape (H, W), got shape {x.shape}, which looks like "
+            "RGB(A); pick one channel, e.g. image[..., 1] for the FLAIR channel of the LGG data"
+        )
+    if x.ndim != 2:
+        raise ValueError(f"{name}: expected a 2D image of shape (H, W), got shape {tuple(x.shape)}")
+    if x.size == 0 or min(x.shape) < 2:
+        raise ValueError(f"{name}: expected an image at least 2 x 2 pixels, got shape {tuple(x.shape)}")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.count_nonzero(~np.isfinite(x)))
+        raise ValueError(f"{name}: contains {bad} NaN or infinite values; expected finite intensities")
+    if not allow_constant and np.ptp(x) == 0:
+        raise ValueError(f"{name}: the image is constant (all pixels {x.flat[0]:g}); there is nothing to register")
+    return x
+
+
+def as_displacement(u: Any, name: str = "displacement", shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Return ``u`` as a finite float64 array of shape (2, H, W), or raise."""
+    if isinstance(u, torch.Tensor):
+        u = u.detach().cpu().numpy()
+    u = np.asarray(u)
+    if not np.issubdtype(u.dtype, np.number):
+        raise TypeError(f"{name}: expected a numeric array of shape (2, H, W), got dtype {u.dtype}")
+    if u.ndim != 3 or u.shape[0] != 2:
+        raise ValueError(
+            f"{name}: expected shape (2, H, W) (channel 0 rows, channel 1 columns, in pixels), got {tuple(u.shape)}"
+        )
+    if shape is not None and tuple(u.shape[1:]) != tuple(shape):
+        raise ValueError(f"{name}: spatial shape {tuple(u.shape[1:])} does not match the image shape {tuple(shape)}")
+    u = u.astype(np.float64)
+    if not np.all(np.isfinite(u)):
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return u
+
+
+def same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    """Raise a ValueError unless ``a`` and ``b`` have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}; the two must match "
+            "(resample one onto the other's grid first)"
+        )

@@ -1,0 +1,90 @@
+"""Checks for the book's exercises: run a student's function against dipreg's reference on fresh
+random input and say *what* is wrong (shape, convention, sign, tolerance), not just pass/fail.
+
+Each chapter's checks live in a module here (``dipreg.checks.warping``, ...). A check returns ``True``
+when the student's function agrees with the reference, prints a hint and returns ``False`` while the
+function still raises ``NotImplementedError`` (so an unfinished notebook still runs), and raises
+:class:`CheckFailed` with a diagnosis otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class CheckFailed(AssertionError):
+    """The student's function disagrees with the reference; the message says how."""
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# Common mistakes: (name, transform of the student's output, what to tell the student).
+DIAGNOSES: list[tuple[str, Callable[[np.ndarray], np.ndarray], str]] = [
+    ("sign", lambda a: -a, "the sign is flipped: check whether you add or subtract (pull-back is x + u)"),
+    ("channels", lambda a: a[..., ::-1, :, :] if a.ndim >= 3 and a.shape[-3] == 2 else a,
+     "channels 0 and 1 are swapped: dipreg puts rows in channel 0 and columns in channel 1"),
+    ("xy-last-axis", lambda a: a[..., ::-1] if a.shape[-1] == 2 else a,
+     "the last axis is in the wrong order: grid_sample expects (x, y) = (column, row)"),
+    ("transpose", lambda a: np.swapaxes(a, -1, -2) if a.ndim >= 2 and a.shape[-1] == a.shape[-2] else a,
+     "the result is transposed: rows and columns are swapped"),
+]
+
+
+def compare(student: Any, reference: Any, what: str, *, atol: float = 1e-5, rtol: float = 1e-4,
+            diagnoses: Iterable[tuple[str, Callable[[np.ndarray], np.ndarray], str]] = DIAGNOSES) -> None:
+    """Raise :class:`CheckFailed` with a diagnosis unless ``student`` matches ``reference``."""
+    ref = _to_numpy(reference)
+    if student is None:
+        raise CheckFailed(f"{what}: your function returned None; did you forget `return`?")
+    got = _to_numpy(student)
+    if got.shape != ref.shape:
+        if got.size == ref.size:
+            raise CheckFailed(f"{what}: shape {got.shape}, expected {ref.shape} (same number of values: "
+                              "a reshape, transpose or permute is missing or wrong)")
+        raise CheckFailed(f"{what}: shape {got.shape}, expected {ref.shape}")
+    if not np.all(np.isfinite(got)):
+        raise CheckFailed(f"{what}: your result contains NaN or inf")
+    if np.allclose(got, ref, atol=atol, rtol=rtol):
+        return
+    for _, fix, hint in diagnoses:
+        fixed = fix(got)
+        if fixed.shape == ref.shape and np.allclose(fixed, ref, atol=atol, rtol=rtol) \
+                and not np.allclose(fixed, got, atol=atol, rtol=rtol):
+            raise CheckFailed(f"{what}: {hint}")
+    err = np.abs(got - ref)
+    where = np.unravel_index(int(np.argmax(err)), err.shape)
+    scale = np.abs(ref).max() or 1.0
+    if np.allclose(got / (np.abs(got).max() or 1.0) * scale, ref, atol=10 * atol, rtol=10 * rtol):
+        raise CheckFailed(f"{what}: right pattern, wrong scale (max |yours| {np.abs(got).max():.4g}, expected "
+                          f"{scale:.4g}): check units (pixels vs normalised) and factors such as 2/(n-1)")
+    raise CheckFailed(f"{what}: largest difference {err.max():.3g} at index {tuple(int(i) for i in where)} "
+                      f"(yours {got[where]:.5g}, expected {ref[where]:.5g}); tolerance atol={atol}, rtol={rtol}")
+
+
+def run_check(student_fn: Callable, reference_fn: Callable, make_inputs: Callable[[np.random.Generator], tuple],
+              what: str, *, trials: int = 3, seed: int | None = None, **compare_kw: Any) -> bool:
+    """Call both functions on ``trials`` fresh random inputs and compare the outputs.
+
+    Returns ``True`` on success, ``False`` (with a hint) while ``student_fn`` raises NotImplementedError.
+    """
+    rng = np.random.default_rng(seed)
+    for trial in range(trials):
+        args = make_inputs(rng)
+        try:
+            got = student_fn(*args)
+        except NotImplementedError:
+            print(f"{what}: not implemented yet - replace the `raise NotImplementedError` with your code.")
+            return False
+        except Exception as exc:
+            raise CheckFailed(f"{what}: your function raised {type(exc).__name__}: {exc} (trial {trial})") from exc
+        compare(got, reference_fn(*args), f"{what} (trial {trial + 1}/{trials})", **compare_kw)
+    print(f"{what}: correct on {trials} random inputs.")
+    return True

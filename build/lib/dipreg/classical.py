@@ -1,0 +1,246 @@
+"""The classical baseline of paper eq. 1: optimise the displacement field itself, with a smoothness penalty.
+
+Book: chapter "Classical registration" (``book/04_classical.ipynb``).
+
+``argmin_u  L(fixed, warp(moving, u)) + weight * R(u)``: the unknowns are the 2 x H x W numbers of
+the displacement ``u`` (pixels, channel 0 rows, channel 1 columns), optimised by Adam from ``u = 0``.
+With ``weight = 0`` the problem is ill-posed and the field folds; :data:`REGULARIZERS` holds the two
+classic hand-made priors, the diffusion (first-derivative) and bending (second-derivative) energies.
+Coarse-to-fine optimisation (``levels``) lets the field move by more than the few pixels the image
+gradient can see at full resolution.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from numbers import Real
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dipreg._validate import as_image, same_shape
+from dipreg.losses import get_loss
+from dipreg.register import RegistrationError, Step, _progress, resolve_device
+from dipreg.result import RegistrationResult
+from dipreg.transform import ALIGN_CORNERS, resize_displacement, warp, warp_tensor
+
+
+def _check_field(u: torch.Tensor, name: str) -> None:
+    if not isinstance(u, torch.Tensor) or u.ndim != 4 or u.shape[1] != 2:
+        got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
+        raise ValueError(f"{name}: expected a displacement tensor of shape (N, 2, H, W), got {got}")
+
+
+def diffusion(u: torch.Tensor) -> torch.Tensor:
+    """Diffusion energy: the mean over pixels of the squared Frobenius norm of the Jacobian of ``u``.
+
+    Forward differences along rows and columns, summed over both channels:
+    ``mean(sum_c (u_c[r+1, c] - u_c[r, c])**2) + mean(sum_c (u_c[r, c+1] - u_c[r, c])**2)``.
+    ``u`` is (N, 2, H, W) in pixels; the energy is dimensionless (pixel / pixel)^2. A constant field
+    gives 0, a linear field ``u(x) = A x`` gives ``||A||_F**2``.
+    """
+    _check_field(u, "diffusion")
+    d_rows = u[:, :, 1:, :] - u[:, :, :-1, :]
+    d_cols = u[:, :, :, 1:] - u[:, :, :, :-1]
+    return d_rows.pow(2).sum(1).mean() + d_cols.pow(2).sum(1).mean()
+
+
+def bending(u: torch.Tensor) -> torch.Tensor:
+    """Bending energy: the mean over pixels of ``sum_c u_c,rr**2 + 2 u_c,rc**2 + u_c,cc**2``.
+
+    Central second differences along rows and columns, a forward mixed difference for ``u_rc``.
+    ``u`` is (N, 2, H, W) in pixels; the energy is in 1 / pixel^2. Zero for every affine field
+    ``u(x) = A x + b``; ``u_0(x) = row**2 / 2`` gives 1. Needs H, W >= 3.
+    """
+    _check_field(u, "bending")
+    if min(u.shape[-2:]) < 3:
+        raise ValueError(f"bending: needs a field at least 3 x 3 pixels, got {tuple(u.shape[-2:])}")
+    u_rr = u[:, :, 2:, :] - 2 * u[:, :, 1:-1, :] + u[:, :, :-2, :]
+    u_cc = u[:, :, :, 2:] - 2 * u[:, :, :, 1:-1] + u[:, :, :, :-2]
+    u_rc = u[:, :, 1:, 1:] - u[:, :, 1:, :-1] - u[:, :, :-1, 1:] + u[:, :, :-1, :-1]
+    return u_rr.pow(2).sum(1).mean() + 2 * u_rc.pow(2).sum(1).mean() + u_cc.pow(2).sum(1).mean()
+
+
+REGULARIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"diffusion": diffusion, "bending": bending}
+"""The smoothness priors R(u) of eq. 1 by name."""
+
+_ORDER = {"diffusion": 1, "bending": 2}
+
+DEFAULTS = {"regularizer": "diffusion", "weight": 0.3, "loss": "mae", "lr": 0.1, "iterations": 150, "levels": 5}
+"""Default settings of :func:`register_classical` (see its docstring for units and why)."""
+
+
+def _pyramid_shape(shape: tuple[int, int], factor: int) -> tuple[int, int]:
+    return max(2, math.ceil(shape[0] / factor)), max(2, math.ceil(shape[1] / factor))
+
+
+def _downsample(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Anti-aliased bilinear resampling whose corner pixel centres coincide with the input's (align_corners)."""
+    if tuple(image.shape[-2:]) == tuple(shape):
+        return image
+    return F.interpolate(image, size=shape, mode="bilinear", align_corners=ALIGN_CORNERS, antialias=True)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo)
+
+
+def _iterations_per_level(iterations: int | Sequence[int], levels: int) -> list[int]:
+    if isinstance(iterations, (int, np.integer)) and not isinstance(iterations, bool):
+        its = [int(iterations)] * levels
+    elif isinstance(iterations, Sequence) and not isinstance(iterations, str):
+        its = [int(i) for i in iterations]
+        if len(its) != levels:
+            raise ValueError(f"iterations: expected one count per level ({levels}), got {len(its)}: {list(iterations)}")
+    else:
+        raise TypeError(f"iterations: expected an int or one int per level, got {type(iterations).__name__}")
+    if any(i < 0 for i in its) or its[-1] < 1:
+        raise ValueError(f"iterations: expected counts >= 0 with at least 1 at full resolution, got {its}")
+    return its
+
+
+def register_classical(moving, fixed, *, regularizer: str = DEFAULTS["regularizer"],
+                       weight: float = DEFAULTS["weight"], loss: str = DEFAULTS["loss"], lr: float = DEFAULTS["lr"],
+                       iterations: int | Sequence[int] = DEFAULTS["iterations"], levels: int = DEFAULTS["levels"],
+                       seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
+                       callback: Callable[[Step], bool | None] | None = None) -> RegistrationResult:
+    """Register ``moving`` onto ``fixed`` by optimising the displacement directly (paper eq. 1).
+
+    Minimises ``loss(warp(moving, u), fixed) + weight * R(u)`` over the field ``u`` with Adam, starting
+    at ``u = 0``, coarse to fine: level ``k`` (0-based) of ``levels`` works on images downsampled by
+    ``2 ** (levels - 1 - k)`` (anti-aliased), and its field, resized with
+    :func:`dipreg.transform.resize_displacement`, starts the next level. ``levels=1`` is a plain
+    single-resolution run. Both images are rescaled to [0, 1] (min-max) for the optimisation only.
+
+    Args:
+        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape.
+        regularizer: ``"diffusion"`` or ``"bending"`` (:data:`REGULARIZERS`). Each level evaluates R in
+            full-resolution units (bending is divided by the squared downsampling factor), so one
+            ``weight`` means the same prior at every level.
+        weight: lambda of eq. 1, >= 0 (0 = data term only, which folds); for diffusion it weighs a
+            dimensionless energy against the MAE of [0, 1] intensities. Default 0.3. Measured on the 5 LGG
+            brain pairs of the book (256 x 256, other settings default; mean SSIM / folded pixels): 0: 0.907 /
+            36 %, 0.05: 0.756 / 2.3 %, 0.1: 0.717 / 1.0 %, 0.2: 0.689 / 0.005 %, 0.25: 0.679 / 0, 0.3: 0.673 / 0,
+            0.5: 0.649 / 0. 0.3 keeps a margin against folding on other pairs (0.2 still folds), at 0.007
+            SSIM below 0.25. ANTs ``SyN`` reaches 0.650 on the same pairs.
+        loss: data term, ``"mae"`` (the paper's), ``"mse"`` or ``"lncc"``.
+        lr: Adam learning rate, about the largest step of a displacement component per iteration, in
+            pixels of the current level. Default 0.1 (0.05 and 0.2 gave the same SSIM within 0.01).
+        iterations: Adam steps per level (an int for all levels, or one count per level, coarse first).
+            Default 150, i.e. 750 steps at 5 levels: 3-4 s per 256 x 256 pair with one CPU thread (300 per
+            level changed the mean SSIM by 0.001 at weight 0.2).
+        levels: number of pyramid levels, coarse to fine by factors of 2. Default 5 (16 x 16 at the
+            coarsest for 256 x 256). At weight 0.3 the mean SSIM was 0.560 with 1 level, 0.615 with 3 and
+            0.673 with 5, with no folding in any. The coarsest level must keep at least 4 x 4 pixels.
+        seed: accepted for a uniform call shape; the method has no randomness (recorded in ``info``).
+        device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
+        progress: show a progress bar.
+        callback: called after every step with a :class:`dipreg.register.Step` whose displacement and
+            warped image are at full resolution (coarse fields resized); returning ``True`` stops the run.
+
+    Returns:
+        A :class:`RegistrationResult` with ``method="classical"``, ``displacement`` (2, H, W) in pixels,
+        ``warped = dipreg.warp(moving, displacement)``, ``history`` the objective (data + weight * R) per
+        step over all levels, ``config`` a dict of the settings, ``info`` with ``weight``,
+        ``regularizer``, ``iterations`` (steps run), ``level_shapes``, ``level_starts`` (index into
+        ``history`` where each level begins), ``data_history``, ``reg_history``, ``stopped``.
+
+    Raises:
+        TypeError, ValueError: bad images or settings. RegistrationError: the objective became NaN or inf.
+    """
+    mov = as_image(moving, "moving")
+    fix = as_image(fixed, "fixed")
+    same_shape(mov, fix, "moving", "fixed")
+    if regularizer not in REGULARIZERS:
+        raise ValueError(f"regularizer: expected one of {sorted(REGULARIZERS)}, got {regularizer!r}")
+    loss_fn = get_loss(loss)
+    if isinstance(weight, bool) or not isinstance(weight, Real) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"weight: expected a finite number >= 0, got {weight!r}")
+    if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr: expected a finite number > 0, got {lr!r}")
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
+        raise ValueError(f"levels: expected an int >= 1, got {levels!r}")
+    levels = int(levels)
+    its = _iterations_per_level(iterations, levels)
+    shape = mov.shape
+    factors = [2 ** (levels - 1 - k) for k in range(levels)]
+    shapes = [_pyramid_shape(shape, f) for f in factors]
+    if min(shapes[0]) < 4:
+        raise ValueError(f"levels: {levels} levels shrink the {shape} image to {shapes[0]}; use fewer levels")
+    dev = resolve_device(device)
+    reg_fn = REGULARIZERS[regularizer]
+    config = {"regularizer": regularizer, "weight": float(weight), "loss": loss, "lr": float(lr),
+              "iterations": its, "levels": levels, "seed": seed}
+    start = time.perf_counter()
+
+    m_full = torch.as_tensor(_normalise(mov), dtype=torch.float32, device=dev)[None, None]
+    f_full = torch.as_tensor(_normalise(fix), dtype=torch.float32, device=dev)[None, None]
+    history: list[float] = []
+    data_hist: list[float] = []
+    reg_hist: list[float] = []
+    level_starts: list[int] = []
+    stopped = "iterations"
+    u_prev: torch.Tensor | None = None
+    bar = _progress(sum(its), progress, f"dipreg classical [{regularizer}, {dev.type}]")
+    try:
+        for level, (lvl_shape, n_steps) in enumerate(zip(shapes, its, strict=True)):
+            level_starts.append(len(history))
+            m_t, f_t = _downsample(m_full, lvl_shape), _downsample(f_full, lvl_shape)
+            if u_prev is None:
+                init = torch.zeros((1, 2, *lvl_shape), device=dev)
+            else:
+                init = resize_displacement(u_prev, lvl_shape)
+            u = torch.nn.Parameter(init.clone())
+            # R in full-resolution units: a derivative of order k scales by spacing ** (1 - k).
+            spacing = (shape[0] - 1) / max(lvl_shape[0] - 1, 1)
+            reg_scale = spacing ** (2 - 2 * _ORDER[regularizer])
+            opt = torch.optim.Adam([u], lr=lr)
+            for _ in range(n_steps):
+                warped_t = warp_tensor(m_t, u)
+                data = loss_fn(warped_t, f_t)
+                reg = reg_fn(u) * reg_scale
+                total = data + weight * reg
+                value = float(total.detach())
+                if not math.isfinite(value):
+                    raise RegistrationError(
+                        f"the objective became {value} at step {len(history)} (level {level + 1} of {levels}); "
+                        f"lower the learning rate (now {lr}) or the weight (now {weight})", history)
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                history.append(value)
+                data_hist.append(float(data.detach()))
+                reg_hist.append(float(reg.detach()))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(level=level + 1, loss=f"{value:.4f}", refresh=False)
+                if callback is not None:
+                    with torch.no_grad():
+                        u_full = u.detach() if lvl_shape == shape else resize_displacement(u.detach(), shape)
+                        w_full = warp_tensor(m_full, u_full)
+                    if callback(Step(len(history) - 1, value, u_full, w_full)):
+                        stopped = "callback"
+                        break
+            u_prev = u.detach()
+            if stopped == "callback":
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    with torch.no_grad():
+        u_final = u_prev if tuple(u_prev.shape[-2:]) == shape else resize_displacement(u_prev, shape)
+    disp = u_final[0].double().cpu().numpy()
+    if not np.all(np.isfinite(disp)):
+        raise RegistrationError("the final displacement contains NaN or inf", history)
+    info = {"weight": float(weight), "regularizer": regularizer, "iterations": len(history), "levels": levels,
+            "level_shapes": shapes, "level_starts": level_starts, "data_history": data_hist,
+            "reg_history": reg_hist, "stopped": stopped, "seed": seed}
+    return RegistrationResult(warped=warp(mov, disp), displacement=disp, history=history, config=config,
+                              seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="classical",
+                              device=str(dev), info=info)
+

@@ -1,0 +1,53 @@
+"""Data for dipreg: embedded real brain MRI pairs, synthetic deformations, the LGG dataset and file I/O.
+
+Every source returns a :class:`Pair` (moving, fixed, optional masks, labels, ground truth, ids).
+
+* :func:`sample_pair` / :func:`sample_names`: real brain MRI slices shipped in the package
+  (MNI ICBM152 template, one individual, a mean head, a coronal slice; see ``sample/ATTRIBUTION.md``).
+* :func:`random_displacement` / :func:`synthetic_pair`: smooth invertible deformations with known
+  ground truth, ``warp(pair.moving, pair.displacement) == pair.fixed``.
+* :func:`lgg_pairs`, :func:`load_patient`, :func:`load_slice`, :func:`list_patients`, :func:`find_root`,
+  :func:`default_lgg_root`: the Kaggle LGG Segmentation Dataset (read in place, never shipped);
+  :func:`download_lgg` fetches it with kagglehub.
+* :func:`read_image`, :func:`write_image`, :func:`read_displacement`, :func:`write_displacement`:
+  NIfTI / PNG / TIFF / .npy.
+"""
+
+from dipreg.data.download import download_lgg
+from dipreg.data.io import read_displacement, read_image, write_displacement, write_image
+from dipreg.data.lgg import (
+    CHANNELS,
+    PROTOCOLS,
+    LGGVolume,
+    default_lgg_root,
+    find_root,
+    lgg_pairs,
+    list_patients,
+    load_patient,
+    load_slice,
+)
+from dipreg.data.pair import Pair
+from dipreg.data.sample import sample_names, sample_pair
+from dipreg.data.synthetic import random_displacement, synthetic_pair
+
+__all__ = [
+    "CHANNELS",
+    "PROTOCOLS",
+    "LGGVolume",
+    "Pair",
+    "default_lgg_root",
+    "download_lgg",
+    "find_root",
+    "lgg_pairs",
+    "list_patients",
+    "load_patient",
+    "load_slice",
+    "random_displacement",
+    "read_displacement",
+    "read_image",
+    "sample_names",
+    "sample_pair",
+    "synthetic_pair",
+    "write_displacement",
+    "write_image",
+]

@@ -1,0 +1,277 @@
+"""Deep-image-prior registration (paper eq. 2): optimise a random CNN's weights so that its output,
+read as a displacement, warps the moving image onto the fixed one.
+
+Book: chapter "Registration with a deep image prior" (``book/07_dip_registration.ipynb``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dipreg._validate import as_image, same_shape
+from dipreg.config import RegistrationConfig
+from dipreg.generator import SkipGenerator, init_normal_
+from dipreg.losses import fold_penalty, get_loss
+from dipreg.presets import default_config, get_preset
+from dipreg.result import RegistrationResult
+from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
+
+log = logging.getLogger("dipreg")
+
+
+class RegistrationError(RuntimeError):
+    """The optimisation broke down (e.g. the loss became NaN). ``history`` holds the losses so far."""
+
+    def __init__(self, message: str, history: list[float]):
+        super().__init__(message)
+        self.history = history
+
+
+@dataclass
+class Step:
+    """Passed to ``callback`` after every iteration; tensors are detached, shape (1, 2, H, W) / (1, 1, H, W)."""
+
+    iteration: int
+    loss: float
+    displacement: torch.Tensor
+    warped: torch.Tensor
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA when available, else the CPU; an unavailable device raises a ValueError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device: expected e.g. 'cpu' or 'cuda', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+    return dev
+
+
+def resolve_config(config: RegistrationConfig | str | None, device: torch.device,
+                   overrides: dict[str, Any]) -> RegistrationConfig:
+    """The config to run: a preset name, a config, or ``None`` for the device's default; then the overrides."""
+    if config is None:
+        cfg = default_config(device)
+    elif isinstance(config, str):
+        cfg = get_preset(config)
+    elif isinstance(config, RegistrationConfig):
+        cfg = config
+    else:
+        raise TypeError(f"config: expected a RegistrationConfig, a preset name or None, got {type(config).__name__}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo)
+
+
+class DIPField(torch.nn.Module):
+    """The paper's parameterisation: noise z -> generator -> displacement u in pixels at the image size."""
+
+    def __init__(self, cfg: RegistrationConfig, shape: tuple[int, int], generator: torch.Generator):
+        super().__init__()
+        self.cfg, self.shape = cfg, shape
+        need = 2 ** (len(cfg.down) + 1)  # the coarsest scale keeps at least 2 x 2 pixels
+        if min(shape) < need:
+            raise ValueError(
+                f"image {shape} is too small for a generator with {len(cfg.down)} scales: it needs at least "
+                f"{need} x {need} pixels; use fewer scales (down=..., up=...) or a larger image")
+        self.grid = tuple(max(need, math.ceil(n / cfg.grid_scale)) for n in shape)
+        self.net = SkipGenerator(cfg.in_channels, 2, cfg.down, cfg.up, cfg.skip, upsample=cfg.upsample,
+                                 padding=cfg.padding, norm=cfg.norm, activation=cfg.activation)
+        if cfg.init_std is not None:
+            init_normal_(self.net, cfg.init_std, generator)
+        # the network output times this (1, 2, h, w) factor is the field on the generator's grid: image
+        # pixels per unit (output_scale), the border window (boundary="fixed") and, when a velocity is
+        # integrated on that grid, the change to the grid's pixel units
+        factor = torch.full((1, 2, *self.grid), float(cfg.output_scale))
+        if cfg.boundary == "fixed":
+            factor = factor * self._window(self.grid)
+        if cfg.integrate:
+            factor[:, 0] *= (self.grid[0] - 1) / (shape[0] - 1)
+            factor[:, 1] *= (self.grid[1] - 1) / (shape[1] - 1)
+        self.register_buffer("factor", factor, persistent=False)
+
+    @staticmethod
+    def _window(grid: tuple[int, int]) -> torch.Tensor:
+        """(h, w) window that is 0 on the border and 1 inside the outer sixteenth (smoothstep ramp)."""
+        profiles = []
+        for n in grid:
+            t = torch.linspace(0.0, 1.0, n)
+            s = (torch.minimum(t, 1 - t) * 16).clamp(max=1.0)
+            profiles.append(s * s * (3 - 2 * s))
+        return profiles[0][:, None] * profiles[1][None, :]
+
+    def noise(self, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """One draw of z ~ N(0, noise_std**2), shape (1, in_channels, *grid)."""
+        z = torch.randn((1, self.cfg.in_channels, *self.grid), generator=generator, device=device)
+        return z * self.cfg.noise_std
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Displacement (1, 2, H, W) in image pixels for the noise ``z``."""
+        out = self.net(z) * self.factor
+        if self.cfg.integrate:  # integrate on the generator's grid, in that grid's pixel units
+            return resize_displacement(integrate_velocity(out, self.cfg.integrate), self.shape)
+        if self.grid == self.shape:
+            return out
+        return F.interpolate(out, size=self.shape, mode="bilinear", align_corners=ALIGN_CORNERS)
+
+
+def make_optimizer(params, cfg: RegistrationConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` at ``cfg.lr`` over ``params``.
+
+    Adam runs fused (one kernel for all tensors per step) on CPU and CUDA: the same update as the
+    default implementation up to float rounding, ~15 % less time per step on a 2-core CPU
+    (``BENCHMARKS.md``).
+    """
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr)
+    return torch.optim.Adam(params, lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
+
+
+def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor,
+              loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              fold_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One iteration's loss, displacement and warped image (paper eq. 2 plus the presets' fold barrier).
+
+    ``z``: (1, C, h, w) noise; ``moving``, ``fixed``: (1, 1, H, W) images as the optimiser sees them.
+    Returns the scalar loss, the displacement (1, 2, H, W) in pixels and ``warp_tensor(moving, u)``.
+    """
+    u = model(z)
+    warped = warp_tensor(moving, u)
+    loss = loss_fn(warped, fixed)
+    if fold_weight:
+        loss = loss + fold_weight * fold_penalty(u)
+    return loss, u, warped
+
+
+@functools.cache
+def _compiled_objective() -> Callable:
+    """:func:`objective` through ``torch.compile``, built once per process, so every later registration
+    with the same architecture and image size reuses the compiled kernels."""
+    return torch.compile(objective)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def register(moving, fixed, *, config: RegistrationConfig | str | None = None, seed: int | None = None,
+             device: str | torch.device | None = None, progress: bool = True,
+             callback: Callable[[Step], bool | None] | None = None, compile: bool = False,  # noqa: A002
+             **overrides: Any) -> RegistrationResult:
+    """Register ``moving`` onto ``fixed`` with a randomly initialised CNN as the prior (paper eq. 2).
+
+    Args:
+        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape.
+        config: a :class:`RegistrationConfig`, a preset name (``"paper"``, ``"cpu"``, ...) or ``None`` for the
+            device's default (``"gpu"`` on CUDA, ``"cpu"`` otherwise; ``result.info["preset"]`` says which).
+        seed: seeds the weights and every noise draw (``None`` means 0): same seed and device, same numbers
+            (on a CPU also the same ``torch.get_num_threads()``: the optimisation amplifies float rounding).
+        device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
+        progress: show a progress bar.
+        callback: called with a :class:`Step` after every iteration; returning ``True`` stops the run.
+        compile: run each iteration's forward and backward pass through ``torch.compile``. The first call
+            in a process compiles (about a minute on a 2-core CPU, seconds when the on-disk cache of an
+            earlier process is warm); later calls with the same architecture and image size reuse it, and
+            a step takes about 20 % less time on a 2-core CPU (``BENCHMARKS.md``). The same update up to
+            float rounding, which the optimisation amplifies: results match eager mode statistically, not
+            digit by digit.
+        **overrides: config fields to change, e.g. ``iterations=100``.
+
+    Returns:
+        A :class:`RegistrationResult`; ``displacement`` is (2, H, W) in pixels (rows, columns) and
+        ``warped = warp(moving, displacement)``.
+
+    Raises:
+        TypeError, ValueError: bad images or config fields. RegistrationError: the loss became NaN.
+    """
+    mov = as_image(moving, "moving")
+    fix = as_image(fixed, "fixed")
+    same_shape(mov, fix, "moving", "fixed")
+    dev = resolve_device(device)
+    cfg = resolve_config(config, dev, overrides)
+    seed = 0 if seed is None else int(seed)
+    start = time.perf_counter()
+
+    m_opt, f_opt = (_normalise(mov), _normalise(fix)) if cfg.normalize else (mov, fix)
+    m_t = torch.as_tensor(m_opt, dtype=torch.float32, device=dev)[None, None]
+    f_t = torch.as_tensor(f_opt, dtype=torch.float32, device=dev)[None, None]
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    init_gen = torch.Generator().manual_seed(seed)
+    model = DIPField(cfg, mov.shape, init_gen).to(dev)
+    loss_fn = get_loss(cfg.loss)
+    step_fn = _compiled_objective() if compile else objective
+    opt = make_optimizer(model.parameters(), cfg, dev)
+    z_fixed = model.noise(gen, dev) if cfg.noise == "fixed" else None
+
+    history: list[float] = []
+    best, since_best, stopped = math.inf, 0, "iterations"
+    bar = _progress(cfg.iterations, progress, f"dipreg [{cfg.preset}, {dev.type}]")
+    try:
+        for it in range(cfg.iterations):
+            z = z_fixed if z_fixed is not None else model.noise(gen, dev)
+            try:
+                loss, u, warped_t = step_fn(model, z, m_t, f_t, loss_fn, cfg.fold_penalty)
+            except Exception as exc:  # torch.compile needs a working C++ compiler (CPU) or Triton (CUDA)
+                if compile and it == 0:
+                    raise RegistrationError(f"torch.compile failed ({type(exc).__name__}: {exc}); run with "
+                                            "compile=False", history) from exc
+                raise
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise RegistrationError(
+                    f"the loss became {value} at iteration {it}; lower the learning rate (now {cfg.lr}) or "
+                    "check the images", history)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            history.append(value)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+            if callback is not None and callback(Step(it, value, u.detach(), warped_t.detach())):
+                stopped = "callback"
+                break
+            if value < best - cfg.min_delta:
+                best, since_best = value, 0
+            else:
+                since_best += 1
+                if cfg.patience and since_best >= cfg.patience:
+                    stopped = "converged"
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    with torch.no_grad():
+        if z_fixed is not None:
+            u = model(z_fixed)
+        else:
+            u = sum(model(model.noise(gen, dev)) for _ in range(cfg.readout_draws)) / cfg.readout_draws
+    disp = u[0].double().cpu().numpy()
+    if not np.all(np.isfinite(disp)):
+        raise RegistrationError("the final displacement contains NaN or inf", history)
+    return RegistrationResult(
+        warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
+        seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
+        info={"preset": cfg.preset, "iterations": len(history), "stopped": stopped, "seed": seed},
+    )

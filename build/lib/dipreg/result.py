@@ -1,0 +1,60 @@
+"""The result type shared by every registration method (DIP, the classical baseline, ANTs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class RegistrationResult:
+    """What a registration returns.
+
+    Attributes:
+        warped: (H, W) moving image warped onto the fixed one, ``moving(x + displacement(x))``.
+        displacement: (2, H, W) in pixels, channel 0 rows, channel 1 columns (pull-back).
+        history: the loss at every iteration (empty for methods that do not report one).
+        config: the settings used (a dataclass or a dict).
+        seconds: wall time of the registration.
+        moving, fixed: the (H, W) inputs, as float arrays.
+        method: ``"dip"``, ``"classical"``, ``"ants-SyN"``, ...
+        device: where it ran.
+        info: extra facts (iterations run, why it stopped, the preset the default picked).
+    """
+
+    warped: np.ndarray
+    displacement: np.ndarray
+    history: list[float]
+    config: Any
+    seconds: float
+    moving: np.ndarray
+    fixed: np.ndarray
+    method: str = "dip"
+    device: str = "cpu"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def jacobian_determinant(self) -> np.ndarray:
+        """det J of phi(x) = x + u(x), (H, W)."""
+        from dipreg.metrics import jacobian_determinant
+
+        return jacobian_determinant(self.displacement)
+
+    def metrics(self, moving_mask=None, fixed_mask=None, reference=None) -> dict[str, float]:
+        """SSIM before/after, det J statistics, folding, std log det J; Dice and EPE when given masks/reference."""
+        from dipreg.metrics import summarize
+
+        return summarize(self.moving, self.fixed, self.warped, self.displacement, moving_mask=moving_mask,
+                         fixed_mask=fixed_mask, reference=reference)
+
+    def plot(self, **kwargs):
+        """Paper Fig. 3 style panels: moving, fixed, warped, deformation grid, det J map."""
+        from dipreg.plotting import plot_result
+
+        return plot_result(self, **kwargs)
+
+    def __repr__(self) -> str:
+        h, w = self.warped.shape
+        return (f"RegistrationResult(method={self.method!r}, shape=({h}, {w}), iterations={len(self.history)}, "
+                f"seconds={self.seconds:.2f}, device={self.device!r})")
