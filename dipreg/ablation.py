@@ -358,7 +358,8 @@ def run_grid(pair_or_pairs: Any, out_path: str | os.PathLike, *, base=None,
         base: a :class:`dipreg.RegistrationConfig`, a preset name, or ``None`` (the device's default).
         axes: axis name -> values (see :data:`ABLATION_AXES`); a subset or other values are fine.
         iterations: iterations of every run (``None``: the base config's); the ``iterations`` axis is
-            scaled by the same factor and the classical method runs this many steps per level.
+            scaled by the same factor (its entries hold and are labelled with the steps actually run) and
+            the classical method runs this many steps per level.
         seed: seed of every run. device: ``"cpu"``, ``"cuda"`` or ``None``. progress: a progress bar.
 
     Each setting stores ``ssim_before``, ``ssim_after``, ``mae_after``, ``jac_mean``, ``jac_std``, ``jac_min``,
@@ -404,7 +405,8 @@ def run_grid(pair_or_pairs: Any, out_path: str | os.PathLike, *, base=None,
             method, settings = setting_for(base_cfg, axis, v, iterations=iterations, base_iterations=base_iterations)
             k = _key(method, settings)
             plan.setdefault(k, (method, settings))
-            entries.append({"value": v, "label": value_label(axis, v), "key": k,
+            shown = settings["iterations"] if axis == "iterations" else v  # the steps run, after scaling
+            entries.append({"value": shown, "label": value_label(axis, shown), "key": k,
                             "default": _vkey(v) == _vkey(default)})
         axis_entries[axis] = entries
 
@@ -607,17 +609,14 @@ def plot_axis(grid: AblationGrid, axis: str):
     rows = axis_table(grid, axis)
     n = len(rows)
     width = max(10.0, 1.6 * n)
-    fig = plt.figure(figsize=(width, 2.6 + 2 * width / n * 0.9))
-    plt.close(fig)
+    fig = plt.figure(figsize=(width, 2.6 + 2 * width / max(n, 4) * 0.9))
     gs = fig.add_gridspec(3, max(n, 4), height_ratios=[1.3, 1, 1])
     x = np.arange(n)
     labels = [r["label"] for r in rows]
-    metric_axes = []
-    span = max(n, 4) // 4
+    top = gs[0, :].subgridspec(1, 4, wspace=0.3)
     for i, (key, title, scale) in enumerate((("ssim_after", "SSIM after", 1), ("folded_fraction", "% folded", 100),
                                              ("std_log_jac", "SD log det J", 1), ("seconds", "seconds", 1))):
-        stop = (i + 1) * span if i < 3 else max(n, 4)
-        ax = fig.add_subplot(gs[0, i * span:stop])
+        ax = fig.add_subplot(top[0, i])
         y = np.array([r[key] for r in rows], dtype=float) * scale
         ax.plot(x, y, "o-", color="C0")
         for j, r in enumerate(rows):
@@ -626,7 +625,6 @@ def plot_axis(grid: AblationGrid, axis: str):
         ax.set_xticks(x, labels, fontsize=7, rotation=30 if n > 4 else 0)
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-        metric_axes.append(ax)
     for j, r in enumerate(rows):
         entry = grid.axes[axis][j]
         rec = grid.records.get(entry["key"])

@@ -72,7 +72,9 @@ def test_grid_contents(grid_path):
     assert rec["settings"]["down"] == [8, 8]
     assert lookup(grid, "init_std", None)["label"] == "torch default"
     assert lookup(grid, "init_std", "torch default")["value"] is None
-    assert lookup(grid, "iterations", 8)["iterations"] == 4  # the axis is scaled by 2 / 4
+    # the axis [2, 8] plus the base's 4 is scaled by 2 / 4 and shows the steps each run made
+    assert [e["label"] for e in grid.axes["iterations"]] == ["1", "2", "4"]
+    assert [lookup(grid, "iterations", e["value"])["iterations"] for e in grid.axes["iterations"]] == [1, 2, 4]
     cl0 = lookup(grid, "method", "classical-w0")
     levels = cl0["settings"]["levels"]
     assert cl0["method"] == "classical" and cl0["settings"]["weight"] == 0 and cl0["iterations"] == 2 * levels
@@ -161,3 +163,31 @@ def test_widgets_need_ipywidgets(grid_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
     with pytest.raises(ImportError, match="pip install ipywidgets"):
         ab.make_widgets(load_grid(grid_path))
+
+
+def test_check_best_setting_diagnoses_the_usual_mistakes():
+    from dipreg.book import stored
+    from dipreg.checks import CheckFailed
+    from dipreg.checks.ablation import best_unfolded, check_best_setting
+
+    grid = load_grid(stored("ablation_sample.npz"))
+    rows = [(a, r) for a in grid.axes for r in axis_table(grid, a)]
+    axis, label = best_unfolded(grid)
+    assert check_best_setting(lambda g: (axis, label), grid)
+    assert check_best_setting(lambda g: (axis, lookup(g, axis, label)["value"]), grid)  # a value works too
+
+    def not_yet(g):
+        raise NotImplementedError
+
+    assert check_best_setting(not_yet, grid) is False
+    folded = max(rows, key=lambda ar: ar[1]["ssim_after"])  # no filter: the best SSIM folds in this grid
+    assert folded[1]["folded_fraction"] > 0
+    cases = [(lambda g: (folded[0], folded[1]["label"]), "folded_fraction == 0"),
+             (lambda g: min(((a, r["label"]) for a, r in rows if r["folded_fraction"] == 0),
+                            key=lambda al: lookup(grid, *al)["ssim_after"]), "lowest SSIM"),
+             (lambda g: ("lr", "0.0003"), "compare across all axes"),
+             (lambda g: None, "return"), (lambda g: "lr", "tuple"), (lambda g: ("colour", "red"), "not an axis"),
+             (lambda g: ("lr", "0.5"), "not on axis")]
+    for fn, message in cases:
+        with pytest.raises(CheckFailed, match=message):
+            check_best_setting(fn, grid)

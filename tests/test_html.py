@@ -111,6 +111,10 @@ def test_page_loads_cleanly(site, browser, page):
     # chapters 2-10 show computed figures (a kernel backend that draws nothing would leave none)
     if page.startswith("book/") and page.split("/")[-1][:2] not in ("01", "bi"):
         assert pg.locator("main img").count() >= 1, f"no figures on {page}"
+    # every figure holds an image (a plotting call that closes its figure leaves only the caption)
+    empty = pg.evaluate("Array.from(document.querySelectorAll('main figure'))"
+                        ".filter(f => !f.querySelector('img, svg')).map(f => f.id)")
+    assert not empty, f"figures without an image on {page}: {empty}"
     # every figure image has alt text
     # (the frames of a matplotlib JS animation are swapped in by script and are not figures of their own)
     no_alt = pg.evaluate("Array.from(document.querySelectorAll('main img')).filter(i => !i.alt && "
