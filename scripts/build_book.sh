@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the environment if needed, then execute every chapter and build the HTML book in _build/html.
 #   bash scripts/build_book.sh            # the instructor/reader build, solutions in dropdowns
-#   bash scripts/build_book.sh --student  # the student build without solutions, in _build/student/html
+#   bash scripts/build_book.sh --student  # the student build without solutions: HTML in _build/student,
+#                                         # notebooks to hand out in _build/student/notebooks
 # A failing cell fails the build (nb_execution_raise_on_error). On a CPU machine the chapters use the
 # small CPU profile; with a CUDA GPU they use the paper's settings (dipreg.book.setup).
 set -euo pipefail
@@ -20,6 +21,7 @@ if [ "${1:-}" = "--student" ]; then
   sed 's/hide_solutions: false/hide_solutions: true/' _config.yml > "$cfg"
   grep -q "hide_solutions: true" "$cfg"
   jupyter-book build --all . --config "$cfg" --path-output _build/student
+  python scripts/student_notebooks.py _build/student/notebooks
   echo "student book: $ROOT/_build/student/_build/html/index.html"
 else
   python scripts/timed_build.py

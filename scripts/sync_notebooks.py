@@ -1,4 +1,4 @@
-"""Keep the book's notebooks in shape: the Colab install cell first, and no outputs.
+"""Keep the book's notebooks in shape: the Colab install cell first, no outputs, solution code collapsed.
 
     python scripts/sync_notebooks.py          # rewrite book/*.ipynb in place
     python scripts/sync_notebooks.py --check  # exit 1 and name the notebooks that would change
@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "colab-install"
+SOLUTION = "solution"
 
 
 def install_source(config: Path = ROOT / "_config.yml") -> str:
@@ -35,8 +36,9 @@ def install_source(config: Path = ROOT / "_config.yml") -> str:
 
 
 def normalise(nb: dict, install: str) -> dict:
-    """Return the notebook with the install cell first, every output stripped and every cell given an id
-    (nbformat 4.5 requires one; a missing id gets ``cell-<index>``, unique within the notebook)."""
+    """Return the notebook with the install cell first, every output stripped, solution code cells collapsed
+    (Jupyter's ``source_hidden``, Colab's form view) and every cell given an id (nbformat 4.5 requires one;
+    a missing id gets ``cell-<index>``, unique within the notebook)."""
     cells = [c for c in nb["cells"] if TAG not in c.get("metadata", {}).get("tags", [])]
     first = {"cell_type": "code", "execution_count": None, "id": "colab-install",
              "metadata": {"tags": [TAG]}, "outputs": [], "source": install.splitlines(keepends=True)}
@@ -44,6 +46,8 @@ def normalise(nb: dict, install: str) -> dict:
     for i, c in enumerate(cells, start=1):
         if c["cell_type"] == "code":
             c["outputs"], c["execution_count"] = [], None
+            if SOLUTION in c.get("metadata", {}).get("tags", []):  # collapsed in Jupyter and Colab
+                c["metadata"].update(jupyter={"source_hidden": True}, cellView="form")
         if "id" not in c:
             cid, k = f"cell-{i}", 0
             while cid in taken:

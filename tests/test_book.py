@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+import student_notebooks  # noqa: E402
 import sync_notebooks  # noqa: E402
 
 CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
@@ -61,6 +62,10 @@ def test_sync_gives_every_cell_a_unique_id():
     ids = [c["id"] for c in out["cells"]]
     assert ids == ["colab-install", "cell-1-1", "cell-1", "cell-3"]
     assert out["nbformat_minor"] == 5 and out["cells"][2]["outputs"] == []
+    sol = {"cell_type": "code", "id": "s", "metadata": {"tags": ["solution"]}, "outputs": [], "source": "x = 1"}
+    hidden = sync_notebooks.normalise({"cells": [sol], "metadata": {}}, "pass")["cells"][1]["metadata"]
+    assert hidden["jupyter"] == {"source_hidden": True} and hidden["cellView"] == "form"
+    assert "jupyter" not in out["cells"][2]["metadata"]  # other code cells stay open
 
 
 def test_build_config_fails_on_cell_errors():
@@ -119,3 +124,37 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     proc = subprocess.run([jb, "build", str(book)], capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert "boom" in proc.stdout + proc.stderr
+
+
+def _md(text):
+    return {"cell_type": "markdown", "metadata": {}, "source": text}
+
+
+def _code(text, tags=()):
+    return {"cell_type": "code", "metadata": {"tags": list(tags)}, "outputs": [], "source": text}
+
+
+def test_student_edition_drops_every_form_of_solution():
+    nb = {"cells": [
+        _md("intro\n\n```{exercise}\n:label: a\n\nDo it.\n```\n\n```{solution-start} a\n:class: dropdown\n```"),
+        _code("answer = 1"),
+        _md("The answer explained."),
+        _md("```{solution-end}\n```\n\nBetween.\n\n```{solution} b\n:class: dropdown\n\nSecret.\n```\n\nAfter."),
+        _code("stub()"), _code("tagged_answer()", tags=["solution", "hide-input"])], "metadata": {}}
+    out = student_notebooks.strip_solutions(nb)
+    texts = ["".join(c["source"]) for c in out["cells"]]
+    assert texts == ["intro\n\n```{exercise}\n:label: a\n\nDo it.\n```", "Between.\n\nAfter.", "stub()"]
+    with pytest.raises(ValueError, match="solution-end"):
+        student_notebooks.strip_solutions({"cells": [_md("```{solution-start} a\n```")], "metadata": {}})
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_student_chapters_keep_exercises_and_stubs_but_no_solutions(path):
+    nb = json.loads(path.read_text())
+    out = student_notebooks.strip_solutions(nb)
+    text = json.dumps(out)
+    assert "{solution" not in text and not any("solution" in c["metadata"].get("tags", []) for c in out["cells"])
+    assert text.count("{exercise}") == json.dumps(nb).count("{exercise}")
+    stubs = [c for c in nb["cells"] if c["cell_type"] == "code" and "NotImplementedError" in "".join(c["source"])
+             and "solution" not in c["metadata"].get("tags", [])]
+    assert all(c in out["cells"] for c in stubs)
