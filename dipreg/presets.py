@@ -21,7 +21,8 @@ _PAPER_NOTES = {
     "down": "DIP reference notebooks: 128 channels at all 5 scales (paper: 'chosen according to' DIP)",
     "up": "as down",
     "skip": "DIP reference: 4 skip channels per scale",
-    "upsample": "bilinear: the authors' DIP code passes align_corners to the upsampler (bilinear only)",
+    "upsample": "bilinear with align_corners=False (PyTorch's default, as the DIP reference's nn.Upsample); "
+                "the first author's later DIP code passes align_corners=True",
     "padding": "zeros: the DIP notebooks used reflection, which is many times slower on CPU (not compared for quality)",
     "in_channels": "DIP reference notebooks: 32 input channels",
     "noise_std": "paper: z ~ N(0, 0.1), read as standard deviation 0.1",

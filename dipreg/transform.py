@@ -7,8 +7,10 @@ along rows and channel 1 along columns, and ``warped(x) = moving(x + u(x))`` (pu
 PyTorch's :func:`torch.nn.functional.grid_sample` wants the sampling positions in *normalised*
 coordinates in [-1, 1], ordered (x, y) = (column, row), last axis. We use ``align_corners=True``:
 -1 and +1 are the *centres* of the first and last pixel, so pixel index ``p`` along an axis of
-length ``n`` maps to ``2 p / (n - 1) - 1``. With that choice a displacement of ``d`` pixels is
-``2 d / (n - 1)`` in normalised units, independent of position.
+length ``n`` maps to ``2 p / (n - 1) - 1`` and a displacement of ``d`` pixels is ``2 d / (n - 1)``
+normalised units. The reason for the choice: the corner pixel centres sit at -1 and +1 at every
+resolution, so resizing a field (:func:`resize_displacement`, the coarse control grids) keeps its
+corners and scales its pixel units by ``(n_new - 1) / (n - 1)``.
 """
 
 from __future__ import annotations

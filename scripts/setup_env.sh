@@ -18,7 +18,10 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$HASH" ]; then
     if command -v nvidia-smi >/dev/null 2>&1; then
       python -m pip install -q torch
     else
-      python -m pip install -q torch==2.13.0  # the CPU build (lies on this project's machines' disk)
+      # the CPU build: a local wheel on this project's machines, else PyTorch's CPU index (plain
+      # `pip install torch` on Linux pulls a multi-GB CUDA build)
+      python -m pip install -q "torch==2.13.0+cpu" 2>/dev/null \
+        || python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
     fi
   fi
   python -m pip install -q -r "$ROOT/requirements.txt"
