@@ -90,7 +90,14 @@ def folded_fraction(displacement, mask=None) -> float:
 
 
 def std_log_jacobian(displacement, mask=None, clip: float = 1e-9) -> float:
-    """Standard deviation of log det J_phi, det J clipped to ``[clip, 1/clip]`` (the Learn2Reg measure)."""
+    """Standard deviation of log det J_phi over the pixels (within ``mask``, if given).
+
+    det J is clipped to ``[clip, 1/clip]`` before the logarithm, so every folded pixel (det J <= 0)
+    contributes ``log(clip)`` (-20.7 for the default 1e-9). With folds present the result is therefore
+    dominated by the fraction of folded pixels rather than by the roughness of the unfolded part: a few
+    folded pixels can raise it substantially. Report :func:`folded_fraction` alongside it. This is not the
+    Learn2Reg variant, which takes the SD of ``log(clip(det J + 3, 1e-9, 1e9))``.
+    """
     det = jacobian_determinant(displacement)
     sel = det if mask is None else det[_mask(mask, det.shape, "mask")]
     return float(np.std(np.log(np.clip(sel, clip, 1.0 / clip))))

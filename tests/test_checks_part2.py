@@ -362,3 +362,18 @@ def test_dice_empty_masks():
 ])
 def test_epe_diagnoses(fn, fragment):
     fails_with(ceval.check_endpoint_error, fn, fragment)
+
+
+@pytest.mark.parametrize("fn, fragment", [
+    (lambda e, r, d=1.0: 10 * np.log10(1.0 / np.mean((e - r) ** 2)), "ignored the data_range argument"),
+    (lambda e, r, d=1.0: 10 * np.log10(255.0**2 / np.mean((e - r) ** 2)), "not a fixed 255"),
+    (psnr_with(peak=lambda e, r: e.max()), "largest value in the noisy estimate"),
+    (psnr_with(peak=lambda e, r: np.ptp(e)), "range of values (max - min)"),
+    (lambda e, r, d=1.0: float(np.mean((e - r) ** 2)), "returned the mean squared error"),
+    (lambda e, r, d=1.0: float(np.sqrt(np.mean((e - r) ** 2))), "root-mean-square error"),
+])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_psnr_diagnoses_data_range_and_mse(fn, fragment, seed):
+    with pytest.raises(CheckFailed) as info:
+        cdip.check_psnr(fn, seed=seed)
+    assert fragment in str(info.value), str(info.value)

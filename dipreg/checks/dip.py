@@ -98,13 +98,19 @@ def reference_psnr(estimate: np.ndarray, reference: np.ndarray, data_range: floa
 
 
 def _psnr_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
-    data_range = float(rng.choice([2.0, 255.0, 4.0]))
+    data_range = float(rng.choice([2.0, 100.0, 4.0]))  # never 1 or 255, so neither can be hard-coded
     clean = ndimage.gaussian_filter(rng.random((24, 32)), 2.0)
     clean = (clean - clean.min()) / np.ptp(clean) * 0.8 * data_range
     noisy = clean + rng.uniform(0.02, 0.2) * data_range * rng.standard_normal(clean.shape)
     mse = np.mean((noisy - clean) ** 2)
     peak = data_range**2
     variants = {
+        "you ignored the data_range argument (that is the PSNR for a peak of 1): the peak power is "
+        "data_range**2": 10 * np.log10(1.0 / mse),
+        "the peak is the data_range argument, not a fixed 255: 255 is the range of 8-bit images only, and "
+        "these test images have other ranges": 10 * np.log10(255.0**2 / mse),
+        "you returned the mean squared error; PSNR turns it into decibels, 10 log10(data_range**2 / MSE)": mse,
+        "you returned the root-mean-square error; PSNR is 10 log10(data_range**2 / MSE) in dB": np.sqrt(mse),
         "you used the natural logarithm; PSNR is defined with log10": 10 * np.log(peak / mse),
         "20 log10 goes with the *amplitude* ratio data_range / RMSE; with the power ratio data_range**2 / MSE "
         "the factor is 10": 20 * np.log10(peak / mse),
@@ -118,6 +124,8 @@ def _psnr_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
         "the top of its range)": 10 * np.log10(clean.max() ** 2 / mse),
         "use the data_range argument as the peak, not the largest value in the noisy estimate":
             10 * np.log10(noisy.max() ** 2 / mse),
+        "use the data_range argument as the peak, not the range of values (max - min) in the noisy estimate":
+            10 * np.log10(np.ptp(noisy) ** 2 / mse),
         "the error must be averaged (the *mean* squared error), not summed": 10 * np.log10(peak / (mse * clean.size)),
     }
     return (noisy, clean, data_range), reference_psnr(noisy, clean, data_range), variants
