@@ -673,7 +673,8 @@ def summarize_results(rows: Iterable[dict[str, Any]], metrics: Sequence[str] = (
 
 def format_summary(summary: Sequence[dict[str, Any]], *, paper: bool = True) -> str:
     """A Markdown table of :func:`summarize_results`: SSIM after, det J (± SD over pairs, and pooled per pixel),
-    folding, SD log det J, Dice, seconds; with ``paper`` the paper's Table 1 rows below."""
+    folding, SD log det J, Dice, seconds; with ``paper`` the paper's Table 1 rows below, their "±" as printed
+    in the paper (which does not say whether it is over pairs or over pixels), and a note saying so."""
 
     def pm(entry: dict[str, Any], col: str, digits: int = 3) -> str:
         m, s = entry.get(f"{col}_mean", math.nan), entry.get(f"{col}_sd", math.nan)
@@ -681,7 +682,7 @@ def format_summary(summary: Sequence[dict[str, Any]], *, paper: bool = True) -> 
             return "-"
         return f"{m:.{digits}f} ± {s:.{digits}f}" if math.isfinite(s) else f"{m:.{digits}f}"
 
-    head = ("| method | n | SSIM before | SSIM after | det J (SD over pairs) | det J SD per pixel | % folded | "
+    head = ("| method | n | SSIM before | SSIM after | mean det J ± SD | det J SD per pixel | % folded | "
             "SD log det J | Dice after | seconds |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for e in summary:
@@ -692,7 +693,69 @@ def format_summary(summary: Sequence[dict[str, Any]], *, paper: bool = True) -> 
                      f"{pm(e, 'jac_mean')} | {pooled:.3f} | {100 * fold:.2f} | {pm(e, 'std_log_jac')} | "
                      f"{pm(e, 'dice_after')} | {pm(e, 'seconds', 1)} |")
     if paper:
+        labels = {"ours": "DIP (Laves et al.)"}
         for name, vals in paper_table().items():
             (sm, ss), (jm, js) = vals["ssim"], vals["jac"]
-            lines.append(f"| paper: {name} | 109 | - | {sm:.3f} ± {ss:.3f} | {jm:.3f} ± {js:.3f} | - | - | - | - | - |")
+            lines.append(f"| paper: {labels.get(name, name)} | 109 | - | {sm:.3f} ± {ss:.3f} | {jm:.3f} ± {js:.3f} | "
+                         "- | - | - | - | - |")
+        lines += ["", "±: in our rows the SD over pairs (of the per-pair means, for det J); in the paper's rows "
+                      "the paper's ±, which it does not say is over pairs or over pixels."]
     return "\n".join(lines)
+
+
+def provenance_lines(prov: dict[str, Any], rows: Sequence[dict[str, Any]] | None = None) -> list[str]:
+    """Readable lines from a ``provenance.json`` (as a dict) and, optionally, the rows of its ``results.csv``.
+
+    States the data set, the protocol, how many runs wrote the file and, for each run, its date, device,
+    machine, full commit (a ``+dirty`` commit is called out: the run had uncommitted changes, so the commit
+    alone does not reproduce it), command and package versions; then each method's preset and configuration
+    and, with ``rows``, the dates, devices and commits found in the rows.
+    """
+    if not prov:
+        return ["no provenance.json found"]
+
+    def commit_text(commit: Any) -> str:
+        commit = str(commit or "")
+        if not commit:
+            return "commit unknown (not run from a git checkout)"
+        if commit.endswith("+dirty"):
+            return (f"commit {commit}: DIRTY, the working tree had uncommitted changes, so this commit alone "
+                    "does not reproduce the run")
+        return f"commit {commit}"
+
+    data = prov.get("dataset", {})
+    lines = [f"data set: {data.get('name')} (read from {data.get('root')})",
+             f"protocol: {prov.get('protocol')}, slice: {prov.get('slice')}, channel: {prov.get('channel')}, "
+             f"size: {prov.get('size') or 'native'}, seed: {prov.get('seed')}, "
+             f"pairs: {'all' if prov.get('limit') is None else 'first ' + str(prov.get('limit'))}"]
+    runs = prov.get("runs") if isinstance(prov.get("runs"), list) else []
+    if not runs:  # a file from before runs[] existed: whatever sits at the top level
+        lines.append("runs: none recorded")
+        lines += [f"{key}: {prov[key]}" for key in ("date", "device", "machine", "git_commit", "versions")
+                  if key in prov]
+    else:
+        lines.append(f"written by {len(runs)} run" + ("s (each later run resumed the file and added only "
+                                                      "missing rows):" if len(runs) > 1 else ":"))
+    for k, run in enumerate(runs, 1):
+        m = run.get("machine", {}) or {}
+        where = (f"{m.get('cpu')}, {m.get('cpu_cores')} cores, torch threads {m.get('torch_threads')}, "
+                 + (f"GPU {m['gpu']} (CUDA {m.get('cuda')})" if m.get("gpu") else "no GPU")
+                 + f", {m.get('platform')}")
+        done = run.get("rows_already_done")
+        lines.append(f"run {k}: {run.get('date')}, device {run.get('device')}"
+                     + (", torch.compile" if run.get("dip_compile") else "")
+                     + (f", resumed after {done} rows" if done else ""))
+        lines.append(f"  machine: {where}")
+        lines.append(f"  {commit_text(run.get('git_commit'))}")
+        lines.append(f"  command: {run.get('command')}")
+        lines.append("  versions: " + ", ".join(f"{name} {v}" for name, v in (run.get("versions") or {}).items()))
+    for name, method in prov.get("methods", {}).items():
+        lines.append(f"method {name}: preset {method.get('preset')}, config {json.dumps(method.get('config'))}")
+    if rows:
+        commits = sorted({str(r.get("git_commit") or "") for r in rows})
+        known = {str(run.get("git_commit") or "") for run in runs}
+        lines.append(f"rows: {len(rows)}; dates " + ", ".join(sorted({str(r.get('date'))[:10] for r in rows}))
+                     + "; devices " + ", ".join(sorted({str(r.get('device')) for r in rows}))
+                     + ("; commits as in the runs above" if set(commits) <= known else
+                        "; " + "; ".join(commit_text(c) for c in commits)))
+    return lines

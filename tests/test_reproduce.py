@@ -301,3 +301,39 @@ def test_cli_interrupt_says_how_to_resume(lgg, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "1 finished row(s)" in err and "again to resume" in err
     assert len(load_results(out / "results.csv")) == 1
+
+
+def test_provenance_lines_reads_the_runs_of_the_stored_results():
+    from dipreg.book import stored
+    from dipreg.reproduce import provenance_lines
+
+    for name in ("lgg_local_cpu", "lgg_local_cpu_adjacent", "lgg_local_cpu_prepost"):
+        folder = stored(name)
+        prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+        rows = load_results(folder / "results.csv")
+        text = "\n".join(provenance_lines(prov, rows))
+        runs = prov["runs"]
+        assert f"written by {len(runs)} run" in text
+        for run in runs:
+            assert run["date"] in text and run["command"] in text
+            dirty = run["git_commit"].endswith("+dirty")                    # full commit, never truncated
+            assert f"commit {run['git_commit']}" + (": DIRTY" if dirty else "\n") in text + "\n"
+            assert f"{run['machine']['cpu']}, {run['machine']['cpu_cores']} cores" in text
+            assert f"torch {run['versions']['torch']}" in text and f"dipreg {run['versions']['dipreg']}" in text
+        assert f"rows: {len(rows)}" in text and "method dip: preset cpu" in text
+    assert provenance_lines({}) == ["no provenance.json found"]
+
+
+def test_provenance_lines_flags_a_dirty_commit_and_counts_runs():
+    from dipreg.reproduce import provenance_lines
+
+    run = {"date": "2026-01-01T00:00:00+00:00", "command": "dipreg reproduce --out x", "device": "cuda",
+           "rows_already_done": 0, "machine": {"cpu": "c", "cpu_cores": 4, "torch_threads": 4, "gpu": "g"},
+           "versions": {"torch": "2"}, "git_commit": "a" * 40}
+    dirty = {**run, "git_commit": "b" * 40 + "+dirty", "rows_already_done": 3}
+    lines = provenance_lines({"protocol": "consecutive", "runs": [run, dirty]},
+                             rows=[{"date": "2026-01-01", "device": "cuda", "git_commit": "c" * 40}])
+    text = "\n".join(lines)
+    assert "written by 2 runs" in text and "resumed after 3 rows" in text and "GPU g" in text
+    assert f"commit {'a' * 40}\n" in text + "\n" and f"commit {'b' * 40}+dirty: DIRTY" in text
+    assert f"commit {'c' * 40}" in text                                             # a row's commit no run names
