@@ -84,6 +84,11 @@ def _slice_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'middle' or an integer slice index, got {text!r}") from None
 
 
+def _channel_arg(text: str) -> int | str:
+    """A channel index ("0", "1", "2") as an int; a name (t1_pre, flair, t1_post) as given."""
+    return int(text) if text.isdigit() else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m dipreg``."""
     from dipreg import __version__
@@ -97,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     reg = sub.add_parser("register", help="register MOVING onto FIXED and write the results",
                          description="Register MOVING onto FIXED (2D NIfTI, PNG, TIFF, JPEG or .npy) and write "
-                                     "warped.<ext of FIXED>, displacement.nii.gz and .npy (pixels, [row, col], "
-                                     "pull-back) and metrics.json into --out.")
+                                     "warped.<ext of FIXED> (.nii.gz for JPEG), displacement.nii.gz and .npy (pixels, "
+                                     "[row, col], pull-back) and metrics.json into --out.")
     reg.add_argument("moving", help="moving image file")
     reg.add_argument("fixed", help="fixed image file (its affine is kept for NIfTI outputs)")
     reg.add_argument("--out", required=True, help="output folder (created if missing)")
@@ -108,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--device", help="'cpu', 'cuda', 'cuda:1', ... (default: CUDA when available)")
     reg.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                      help="change a config field, e.g. --set lr=3e-4 --set down=16,32,64 (repeatable)")
-    reg.add_argument("--channel", help="channel of colour images: 0, 1, 2 or t1_pre, flair, t1_post")
+    reg.add_argument("--channel", type=_channel_arg,
+                     help="channel of colour images: 0, 1, 2 or t1_pre, flair, t1_post")
     reg.add_argument("--moving-mask", help="optional mask of MOVING (for Dice in metrics.json)")
     reg.add_argument("--fixed-mask", help="optional mask of FIXED (for Dice in metrics.json)")
     reg.add_argument("--force", action="store_true", help="overwrite existing outputs")
@@ -129,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--protocol", default="consecutive",
                      help="consecutive, adjacent-slices or pre-post (two contrasts: consider --set loss=lncc)")
     rep.add_argument("--slice", type=_slice_arg, default="middle", help="'middle' or a 0-based slice index")
-    rep.add_argument("--channel", help="t1_pre, flair (default) or t1_post")
+    rep.add_argument("--channel", type=_channel_arg, help="t1_pre, flair (default) or t1_post (or 0, 1, 2)")
     rep.add_argument("--limit", type=_nonneg_int, help="at most this many pairs")
     rep.add_argument("--size", type=_positive_int, help="resample pairs to SIZE x SIZE pixels first")
     rep.add_argument("--preset", help="DIP preset (default: 'gpu' on CUDA, 'cpu' otherwise)")
@@ -203,10 +209,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     if (moving_mask is None) != (fixed_mask is None):
         raise CLIError("Dice needs both --moving-mask and --fixed-mask")
 
+    try:  # before the registration, so that a folder that cannot be made costs nothing
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
     result = register(moving, fixed, config=cfg, seed=args.seed, device=dev, progress=not args.no_progress,
                       compile=args.compile)
 
-    out.mkdir(parents=True, exist_ok=True)
     warped_affine = affine if ext in (".nii", ".nii.gz") else None
     write_image(files["warped"], result.warped, warped_affine)
     write_displacement(files["displacement"], result.displacement, affine)
@@ -220,6 +229,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         "config": result.config.to_dict() if hasattr(result.config, "to_dict") else result.config,
         "preset": result.info.get("preset"),
         "seed": args.seed,
+        "compile": args.compile,
         "iterations": result.info.get("iterations", len(result.history)),
         "stopped": result.info.get("stopped"),
         "final_loss": result.history[-1] if result.history else None,

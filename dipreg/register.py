@@ -48,16 +48,47 @@ class Step:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks CUDA when available, else the CPU; an unavailable device raises a ValueError."""
+    """``None`` picks CUDA when available, else the CPU. ``"cpu"``, ``"cuda"``/``"cuda:i"`` (an existing GPU)
+    and ``"mps"`` (where PyTorch has it) are accepted; anything else raises a ValueError."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device: expected e.g. 'cpu' or 'cuda', got {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} does not exist; this machine has {torch.cuda.device_count()} "
+                             "CUDA GPU(s), cuda:0 to cuda:{}".format(torch.cuda.device_count() - 1))
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device: 'mps' was asked for but this PyTorch has no MPS (Apple GPU) support")
+    elif dev.type != "cpu":
+        raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:<index>' or 'mps', got {device!r}")
     return dev
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as an int; ``None`` means 0. Anything but an integer in [0, 2**63) raises a ValueError."""
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"{what}: expected an integer from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
+
+
+def make_field(cfg: RegistrationConfig, shape: tuple[int, int], seed: int, device: torch.device) -> DIPField:
+    """The :class:`DIPField` of ``cfg`` for images of ``shape``, its weights drawn from ``seed`` alone.
+
+    Built under a forked, seeded global RNG, so PyTorch's default initialisation (``init_std=None``) depends
+    on the seed too and the caller's random state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DIPField(cfg, shape, torch.Generator().manual_seed(seed))
+    return model.to(device)
 
 
 def resolve_config(config: RegistrationConfig | str | None, device: torch.device,
@@ -209,15 +240,14 @@ def register(moving, fixed, *, config: RegistrationConfig | str | None = None, s
     same_shape(mov, fix, "moving", "fixed")
     dev = resolve_device(device)
     cfg = resolve_config(config, dev, overrides)
-    seed = 0 if seed is None else int(seed)
+    seed = check_seed(seed)
     start = time.perf_counter()
 
     m_opt, f_opt = (_normalise(mov), _normalise(fix)) if cfg.normalize else (mov, fix)
     m_t = torch.as_tensor(m_opt, dtype=torch.float32, device=dev)[None, None]
     f_t = torch.as_tensor(f_opt, dtype=torch.float32, device=dev)[None, None]
     gen = torch.Generator(device=dev).manual_seed(seed)
-    init_gen = torch.Generator().manual_seed(seed)
-    model = DIPField(cfg, mov.shape, init_gen).to(dev)
+    model = make_field(cfg, mov.shape, seed, dev)
     loss_fn = get_loss(cfg.loss)
     step_fn = _compiled_objective() if compile else objective
     opt = make_optimizer(model.parameters(), cfg, dev)

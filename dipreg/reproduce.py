@@ -291,13 +291,8 @@ def _parse_results(text: str, p: Path) -> list[dict[str, Any]]:
     hint = _move_away_hint(p)
     if not text.strip():
         raise ValueError(f"{p} is empty (no header); {hint}")
-    if not text.endswith("\n"):
-        n_lines = text.count("\n") + 1
-        raise ValueError(f"{p}: line {n_lines} is incomplete (no line end; a run was probably killed while writing "
-                         f"it). Delete that last line to resume from the rows before it, or {hint}")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
+    try:  # the header first: a file that is not a results file should say so, whatever its last line
+        header = next(csv.reader([text.split("\n", 1)[0]]))
     except (csv.Error, StopIteration) as exc:
         raise ValueError(f"{p}: unreadable CSV header ({exc}); {hint}") from exc
     if tuple(header) != COLUMNS:
@@ -307,6 +302,12 @@ def _parse_results(text: str, p: Path) -> list[dict[str, Any]]:
                (f"unexpected columns {extra}" if extra else "")
         raise ValueError(f"{p} is not a results file of this dipreg version (header differs: "
                          f"{what or 'columns in another order'}); {hint}")
+    if not text.endswith("\n"):
+        n_lines = text.count("\n") + 1
+        raise ValueError(f"{p}: line {n_lines} is incomplete (no line end; a run was probably killed while writing "
+                         f"it). Delete that last line to resume from the rows before it, or {hint}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
     rows: list[dict[str, Any]] = []
     try:
         for fields in reader:
@@ -346,6 +347,35 @@ def _append_row(path: Path, row: dict[str, Any]) -> None:
         fh.write(buf.getvalue())
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _rewrite(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``path`` with the header and ``rows``, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    _write_header(tmp)
+    for row in rows:
+        _append_row(tmp, row)
+    tmp.replace(path)
+
+
+def _check_size(plan: list[_Method], size: int) -> set[str]:
+    """Run each method's warm-up on a random pair of ``size`` x ``size``: a setting that cannot work at that
+    size (too many generator scales or pyramid levels) fails here, before any pair, not once per pair.
+    Returns the names of the methods warmed up."""
+    from dipreg.data.pair import Pair
+
+    rng = np.random.default_rng(0)
+    probe = Pair(rng.random((size, size)), rng.random((size, size)))
+    warmed = set()
+    for method in plan:
+        if method.warmup is None or method.needs_ants:
+            continue
+        try:
+            method.warmup(probe)
+        except ValueError as exc:
+            raise ValueError(f"{method.name} cannot run at --size {size}: {exc}") from None
+        warmed.add(method.name)
+    return warmed
 
 
 def _write_header(path: Path) -> None:
@@ -437,16 +467,19 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     Returns:
         The path of ``results.csv``.
 
-    Resume: rows already in ``results.csv`` (successes and failures) are skipped; they must come from
-    the same protocol, slice, channel, size, seed and method configurations, else a ValueError explains
-    the mismatch. A failing registration (RegistrationError, or a ValueError from the method) becomes a
-    row with the message in ``error`` and NaN metrics, and the run goes on.
+    Resume: finished rows already in ``results.csv`` are skipped; they must come from the same protocol,
+    slice, channel, size, seed and method configurations, else a ValueError explains the mismatch. A
+    failing registration (RegistrationError, or a ValueError from the method) becomes a row with the
+    message in ``error`` and NaN metrics, and the run goes on; a resumed run removes those rows and runs
+    them again. With ``size``, every method first runs once on a random pair of that size, so a setting
+    that cannot work at that size is refused before the first pair.
 
     Raises:
         ValueError, TypeError, FileNotFoundError: bad arguments, no data, an incompatible results file.
     """
     from dipreg import __version__
     from dipreg.data import default_lgg_root, find_root, lgg_pairs
+    from dipreg.data.lgg import CHANNELS, _channel_index
     from dipreg.register import RegistrationError, resolve_device
 
     if root is None:
@@ -480,11 +513,21 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
         rows = load_results(results)
     else:
         rows = None
-    channel_label = "t1_pre->t1_post" if protocol == "pre-post" else (channel or "flair")
-    expected = {"protocol": protocol, "slice": str(slice), "channel": str(channel_label),
+    if protocol == "pre-post":
+        channel_label = "t1_pre->t1_post"
+    else:  # the channel's name, also when it was given as an index
+        channel_label = {i: name for name, i in CHANNELS.items()}[_channel_index("flair" if channel is None
+                                                                                 else channel)]
+    expected = {"protocol": protocol, "slice": str(slice), "channel": channel_label,
                 "size": "" if size is None else str(int(size)), "seed": str(seed)}
+    warmed = _check_size(plan, size) if size is not None else set()
     if rows is not None:
         _check_compatible(rows, expected, plan, results)
+        failed = [r for r in rows if r["error"]]
+        if failed:  # rerun them: the cause may be gone (a fixed file, another setting of the same method)
+            rows = [r for r in rows if not r["error"]]
+            _rewrite(results, rows)
+            _say(f"{len(failed)} failed row(s) of {results} removed; they run again")
     else:
         _write_header(results)
         rows = []
@@ -507,7 +550,6 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="reproduce", unit="run", total=_count_pairs(data_root, protocol, limit) * len(available))
-    warmed: set[str] = set()
     try:
         for pair in pairs_iter:
             if size is not None:

@@ -17,8 +17,8 @@ class RegistrationResult:
         displacement: (2, H, W) in pixels, channel 0 rows, channel 1 columns (pull-back).
         history: the loss at every iteration (empty for methods that do not report one).
         config: the settings used (a dataclass or a dict).
-        seconds: wall time of the registration.
-        moving, fixed: the (H, W) inputs, as float arrays.
+        seconds: wall time of the registration, in seconds.
+        moving, fixed: the (H, W) inputs, as float arrays, in the caller's intensity units (not normalised).
         method: ``"dip"``, ``"classical"``, ``"ants-SyN"``, ...
         device: where it ran.
         info: extra facts (iterations run, why it stopped, the preset the default picked).
@@ -41,12 +41,20 @@ class RegistrationResult:
 
         return jacobian_determinant(self.displacement)
 
-    def metrics(self, moving_mask=None, fixed_mask=None, reference=None) -> dict[str, float]:
-        """SSIM before/after, det J statistics, folding, std log det J; Dice and EPE when given masks/reference."""
+    def metrics(self, moving_mask=None, fixed_mask=None, reference=None, *,
+                data_range: float | None = None) -> dict[str, float]:
+        """SSIM before/after, det J statistics, folding, std log det J; Dice and EPE when given masks/reference.
+
+        See :func:`dipreg.metrics.summarize` for the keys and their units. ``moving_mask``/``fixed_mask``:
+        (H, W) boolean masks (both or neither); ``reference``: (2, H, W) displacement in pixels;
+        ``data_range``: the SSIM data range in intensity units, None to pick it from ``moving`` and ``fixed``
+        (1.0 when both lie within [0, 1], else their joint max - min; the value used is returned as
+        ``ssim_data_range``).
+        """
         from dipreg.metrics import summarize
 
         return summarize(self.moving, self.fixed, self.warped, self.displacement, moving_mask=moving_mask,
-                         fixed_mask=fixed_mask, reference=reference)
+                         fixed_mask=fixed_mask, reference=reference, data_range=data_range)
 
     def plot(self, **kwargs):
         """Paper Fig. 3 style panels: moving, fixed, warped, deformation grid, det J map."""

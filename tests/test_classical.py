@@ -96,7 +96,7 @@ def test_bending_regulariser_recovers_the_field(synthetic_pair):
 
 def test_result_fields_and_determinism(synthetic_pair):
     moving, fixed, _, _ = synthetic_pair
-    kw = dict(weight=0.2, levels=2, iterations=[10, 15], progress=False)
+    kw = dict(weight=0.2, levels=2, iterations=[10, 15], progress=False, device="cpu")
     a = register_classical(moving, fixed, seed=1, **kw)
     b = register_classical(moving, fixed, seed=2, **kw)
     np.testing.assert_array_equal(a.displacement, b.displacement)

@@ -13,6 +13,8 @@ import torch
 
 from dipreg.cli import main, parse_value
 from dipreg.data import read_displacement, read_image, sample_pair, write_image
+from dipreg.presets import default_config
+from dipreg.register import resolve_device
 
 # A tiny generator so that each registration takes a fraction of a second.
 TINY = ["--iterations", "2", "--set", "readout_draws=1", "--set", "down=8,8,8", "--set", "up=8,8,8",
@@ -157,7 +159,7 @@ def test_info(capsys):
         assert word in text
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["default_preset"]["name"] in ("cpu", "paper")
+    assert info["default_preset"]["name"] == default_config(resolve_device(None)).preset
     assert "iterations" in info["default_preset"]["fields"]
     assert isinstance(info["optional"]["antspyx"], bool)
 

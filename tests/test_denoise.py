@@ -41,7 +41,8 @@ def test_add_noise_is_seeded_and_has_the_requested_std(image):
 
 def test_dip_denoise_records_the_curve(image):
     noisy = add_noise(image, 0.1, seed=0)
-    res = dip_denoise(image, noisy, 40, snapshots=(1, 20, 40), down=(8, 8), in_channels=4, lr=0.01, seed=0)
+    res = dip_denoise(image, noisy, 40, snapshots=(1, 20, 40), down=(8, 8), in_channels=4, lr=0.01, seed=0,
+                      device="cpu")
     assert isinstance(res, DenoiseResult)
     assert res.psnr.shape == res.loss.shape == (40,)
     assert sorted(res.snapshots) == [1, 20, 40]

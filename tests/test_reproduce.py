@@ -191,9 +191,10 @@ def test_failing_pair_is_recorded(lgg, tmp_path, monkeypatch):
     calls = []
 
     def flaky(moving, fixed, **kw):
-        calls.append(kw["config"].iterations)
-        if len(calls) == 2:  # the first real run (call 1 is the untimed warm-up)
-            raise RegistrationError("the loss became nan at iteration 1", [0.5])
+        if kw["config"].iterations > 1:  # not a warm-up run
+            calls.append(kw["config"].iterations)
+            if len(calls) == 1:  # the first real run
+                raise RegistrationError("the loss became nan at iteration 1", [0.5])
         return real(moving, fixed, **kw)
 
     monkeypatch.setattr(reg_module, "register", flaky)
@@ -204,6 +205,24 @@ def test_failing_pair_is_recorded(lgg, tmp_path, monkeypatch):
     assert rows[1]["error"] == "" and math.isfinite(rows[1]["ssim_after"])
     summary = summarize_results(rows)
     assert summary[0]["n"] == 1 and summary[0]["n_failed"] == 1
+    # a resumed run drops the failed row and runs that pair again; the finished one is kept as it was
+    finished_line = path.read_text().splitlines()[2]
+    reproduce(lgg, tmp_path / "run", methods=("dip",), **KW)
+    again = load_results(path)
+    assert len(again) == 2 and all(r["error"] == "" for r in again) and len(calls) == 3
+    assert path.read_text().splitlines()[1] == finished_line and again[1]["pair"] == rows[0]["pair"]
+
+
+def test_a_size_too_small_for_a_method_fails_before_any_pair(lgg, tmp_path):
+    with pytest.raises(ValueError, match="dip cannot run at --size 8"):
+        reproduce(lgg, tmp_path / "small", methods=("dip",), **{**KW, "size": 8})
+    assert not (tmp_path / "small" / "results.csv").exists()
+
+
+def test_channel_given_as_an_index_is_recorded_by_name(lgg, tmp_path):
+    path = reproduce(lgg, tmp_path / "ch", methods=("classical",), channel=0, **{**KW, "limit": 1})
+    row = load_results(path)[0]
+    assert row["channel"] == "t1_pre" and row["moving_id"].endswith(":t1_pre")
 
 
 def test_bad_arguments(lgg, tmp_path):
@@ -337,3 +356,10 @@ def test_provenance_lines_flags_a_dirty_commit_and_counts_runs():
     assert "written by 2 runs" in text and "resumed after 3 rows" in text and "GPU g" in text
     assert f"commit {'a' * 40}\n" in text + "\n" and f"commit {'b' * 40}+dirty: DIRTY" in text
     assert f"commit {'c' * 40}" in text                                             # a row's commit no run names
+
+
+def test_a_file_that_is_not_a_results_file_says_so(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just some text without a line end")
+    with pytest.raises(ValueError, match="not a results file"):
+        load_results(notes)
