@@ -12,14 +12,28 @@ import numpy as np
 import torch
 
 
+def _tensor_to_numpy(x: Any, name: str, expected: str) -> Any:
+    """A torch tensor as a numpy array (float64, or bool for bool tensors); anything else unchanged.
+
+    Goes through float64 in torch, so float16, bfloat16 and integer tensors (which numpy cannot take or
+    that are converted anyway) work; complex tensors are refused.
+    """
+    if not isinstance(x, torch.Tensor):
+        return x
+    if x.is_complex():
+        raise TypeError(f"{name}: expected {expected}, got a complex tensor ({x.dtype}); "
+                        "pass x.abs() (magnitude) or x.real explicitly")
+    x = x.detach().cpu()
+    return x.numpy() if x.dtype == torch.bool else x.double().numpy()
+
+
 def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
     """Return ``x`` as a finite 2D float64 array of shape (H, W), or raise.
 
     Accepts numpy arrays and torch tensors (any device, detached). A trailing or leading
     singleton axis, as in (1, H, W) or (H, W, 1), is squeezed; colour images are refused.
     """
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+    x = _tensor_to_numpy(x, name, "a 2D real-valued image of shape (H, W)")
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
@@ -27,6 +41,9 @@ def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
             raise TypeError(f"{name}: expected a 2D numpy array or torch tensor, got {type(x).__name__}") from exc
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise TypeError(f"{name}: expected a numeric array of shape (H, W), got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"{name}: expected a real-valued image of shape (H, W), got complex dtype {x.dtype}; "
+                        "pass np.abs(x) (magnitude) or x.real explicitly")
     if x.ndim == 3 and 1 in (x.shape[0], x.shape[-1]):
         x = x.reshape([s for s in x.shape if s != 1] or [1])
     if x.ndim == 3 and x.shape[-1] in (3, 4):
@@ -48,16 +65,23 @@ def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
 
 
 def as_displacement(u: Any, name: str = "displacement", shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Return ``u`` as a finite float64 array of shape (2, H, W), or raise."""
-    if isinstance(u, torch.Tensor):
-        u = u.detach().cpu().numpy()
-    u = np.asarray(u)
+    """Return ``u`` as a finite float64 array of shape (2, H, W) with H, W >= 2 (as images), or raise."""
+    u = _tensor_to_numpy(u, name, "a real-valued displacement of shape (2, H, W)")
+    try:
+        u = np.asarray(u)
+    except Exception as exc:  # ragged nested lists and other exotic objects
+        raise TypeError(f"{name}: expected a numeric array of shape (2, H, W), got {type(u).__name__}") from exc
     if not np.issubdtype(u.dtype, np.number):
         raise TypeError(f"{name}: expected a numeric array of shape (2, H, W), got dtype {u.dtype}")
+    if np.issubdtype(u.dtype, np.complexfloating):
+        raise TypeError(f"{name}: expected a real-valued displacement of shape (2, H, W), got complex dtype {u.dtype}")
     if u.ndim != 3 or u.shape[0] != 2:
         raise ValueError(
             f"{name}: expected shape (2, H, W) (channel 0 rows, channel 1 columns, in pixels), got {tuple(u.shape)}"
         )
+    if min(u.shape[1:]) < 2:
+        raise ValueError(f"{name}: expected a field at least 2 x 2 pixels (shape (2, H, W), H, W >= 2), "
+                         f"got shape {tuple(u.shape)}")
     if shape is not None and tuple(u.shape[1:]) != tuple(shape):
         raise ValueError(f"{name}: spatial shape {tuple(u.shape[1:])} does not match the image shape {tuple(shape)}")
     u = u.astype(np.float64)

@@ -228,6 +228,7 @@ def cmd_register(args: argparse.Namespace) -> int:
         "metrics": metrics,
         "config": result.config.to_dict() if hasattr(result.config, "to_dict") else result.config,
         "preset": result.info.get("preset"),
+        "overridden": result.info.get("overridden"),
         "seed": args.seed,
         "compile": args.compile,
         "iterations": result.info.get("iterations", len(result.history)),

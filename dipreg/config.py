@@ -7,8 +7,11 @@ each field; chapter "Reproducing the brain MRI results" says why the defaults ar
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -75,17 +78,60 @@ class RegistrationConfig:
     notes: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        for key in ("down", "up"):
+            value = getattr(self, key)
+            if isinstance(value, list) or (isinstance(value, np.ndarray) and value.ndim == 1):
+                object.__setattr__(self, key, tuple(value))
         _check(self)
+        # numpy scalars (e.g. from a sweep over np.linspace) become plain Python numbers: hashable, JSON-ready
+        for key in ("down", "up"):
+            object.__setattr__(self, key, tuple(int(v) for v in getattr(self, key)))
+        for key in _INTS:
+            object.__setattr__(self, key, int(getattr(self, key)))
+        for key in _FLOATS:
+            object.__setattr__(self, key, float(getattr(self, key)))
+        if self.init_std is not None:
+            object.__setattr__(self, "init_std", float(self.init_std))
+        object.__setattr__(self, "normalize", bool(self.normalize))
 
     def replace(self, **overrides: Any) -> RegistrationConfig:
-        """A copy with some fields changed; unknown names raise a TypeError listing the valid ones."""
+        """A copy with some fields changed; unknown names raise a TypeError listing the valid ones.
+
+        ``preset`` (the label saying where the settings come from) and ``notes`` (the preset's reasons) are
+        not settings and cannot be overridden: pick another preset by name instead (``config="paper"`` in the
+        API, ``--preset paper`` on the command line). The copy keeps the label of the preset it starts from;
+        :meth:`overridden` lists the fields that differ from that preset, and the notes of changed fields say
+        so. Defining a new named preset (both ``preset``, a name no preset has yet, and ``notes``) is allowed.
+        """
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise TypeError(f"unknown config field(s) {unknown}; valid fields: {field_names()}")
-        for key in ("down", "up"):
-            if key in overrides:
-                overrides[key] = tuple(overrides[key])
+        if "preset" in overrides or "notes" in overrides:
+            _check_new_preset(self, overrides)
+        if "notes" not in overrides and self.notes:
+            base = _named_preset(self.preset)
+            notes = dict(self.notes)
+            for k, v in overrides.items():
+                if _same(getattr(self, k), v):
+                    continue
+                if base is not None and _same(getattr(base, k), v):  # back to the preset's value
+                    if k in base.notes:
+                        notes[k] = base.notes[k]
+                    else:
+                        notes.pop(k, None)
+                else:
+                    notes[k] = f"overridden: {v!r}" + (
+                        f" (the {self.preset} preset has {getattr(base, k)!r})" if base is not None else "")
+            overrides["notes"] = notes
         return dataclasses.replace(self, **overrides)
+
+    def overridden(self) -> dict[str, Any]:
+        """Fields whose value differs from the named preset in :attr:`preset`, e.g. ``{"lr": 0.01}``; ``{}``
+        for an unchanged preset and for a ``"custom"`` or unknown label."""
+        base = _named_preset(self.preset)
+        if base is None:
+            return {}
+        return {k: v for k, v in self.to_dict().items() if k != "preset" and getattr(base, k) != v}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict of the fields (without ``notes``)."""
@@ -105,21 +151,88 @@ _CHOICES = {"upsample": ("nearest", "bilinear"), "padding": ("zeros", "reflectio
             "optimizer": ("adam", "sgd")}
 
 
+def _check_new_preset(c: RegistrationConfig, overrides: dict[str, Any]) -> None:
+    """``replace(preset=..., notes=...)`` defines a new named preset; ``preset`` or ``notes`` alone is refused."""
+    if "preset" not in overrides:
+        raise ValueError("config.notes: cannot be overridden; the notes document a preset's choices and are updated "
+                         "when a field is changed")
+    name = overrides["preset"]
+    hint = ("choose a preset by name instead (config='paper' in the API, --preset paper on the command line), "
+            "then override single fields")
+    if "notes" not in overrides:
+        raise ValueError(f"config.preset: cannot be overridden (got {name!r}): the label would change but not the "
+                         f"settings of the {c.preset!r} preset; {hint}")
+    if _named_preset(name) is not None and name != c.preset:
+        raise ValueError(f"config.preset: {name!r} is an existing preset with other settings; {hint}")
+
+
+def _named_preset(name: Any) -> RegistrationConfig | None:
+    """The registered preset called ``name``, or None (also while :mod:`dipreg.presets` is being built)."""
+    try:
+        from dipreg.presets import PRESETS
+    except ImportError:
+        return None
+    return PRESETS.get(name) if isinstance(name, str) else None
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == (tuple(b) if isinstance(b, list) else b))
+    except Exception:  # e.g. an array compared with a tuple
+        return False
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+# field -> (lowest allowed value, whether the lowest value itself is allowed)
+_INTS = {"skip": 0, "in_channels": 1, "grid_scale": 1, "integrate": 0, "iterations": 1, "patience": 0,
+         "readout_draws": 1}
+_FLOATS = {"noise_std": (0.0, True), "output_scale": (0.0, False), "fold_penalty": (0.0, True),
+           "lr": (0.0, False), "min_delta": (0.0, True)}
+
+
 def _check(c: RegistrationConfig) -> None:
+    if not isinstance(c.preset, str) or not c.preset:
+        raise TypeError(f"config.preset: expected a non-empty name (str), got {c.preset!r}")
+    if not isinstance(c.notes, dict) or not all(isinstance(k, str) for k in c.notes):
+        raise TypeError(f"config.notes: expected a dict of field name -> note, got {type(c.notes).__name__}")
     for name, allowed in _CHOICES.items():
-        if getattr(c, name) not in allowed:
-            raise ValueError(f"config.{name}: expected one of {list(allowed)}, got {getattr(c, name)!r}")
-    if not c.down or len(c.down) != len(c.up) or min(c.down + c.up) < 1:
+        value = getattr(c, name)
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"config.{name}: expected one of {list(allowed)}, got {value!r}")
+    for name in ("down", "up"):
+        value = getattr(c, name)
+        if not isinstance(value, tuple) or not value or not all(_is_int(v) for v in value):
+            raise TypeError(f"config.{name}: expected a non-empty list of ints (channels per scale, finest first, "
+                            f"e.g. (16, 32, 64); on the command line {name}=16,32,64, or {name}=16, with the comma "
+                            f"for one scale), got {value!r}")
+    if len(c.down) != len(c.up) or min(c.down + c.up) < 1:
         raise ValueError(f"config.down/up: expected equal-length positive channel lists, got {c.down} and {c.up}")
-    positive = {"in_channels": c.in_channels, "grid_scale": c.grid_scale, "iterations": c.iterations,
-                "lr": c.lr, "readout_draws": c.readout_draws}
-    for name, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"config.{name}: expected a positive number, got {value!r}")
-    for name in ("skip", "integrate", "patience"):
-        if getattr(c, name) < 0:
-            raise ValueError(f"config.{name}: expected a number >= 0, got {getattr(c, name)!r}")
-    if c.fold_penalty < 0:
-        raise ValueError(f"config.fold_penalty: expected a number >= 0, got {c.fold_penalty!r}")
-    if c.noise_std < 0 or (c.init_std is not None and c.init_std <= 0) or c.output_scale <= 0:
-        raise ValueError("config: noise_std must be >= 0, init_std and output_scale > 0")
+    for name, low in _INTS.items():
+        value = getattr(c, name)
+        what = "a positive int" if low == 1 else "an int >= 0"
+        if not _is_int(value):
+            raise TypeError(f"config.{name}: expected {what}, got {value!r} ({type(value).__name__})")
+        if value < low:
+            raise ValueError(f"config.{name}: expected {what}, got {value!r}")
+    for name, (low, inclusive) in _FLOATS.items():
+        value = getattr(c, name)
+        what = f"a finite number {'>=' if inclusive else '>'} {low:g}"
+        if not _is_real(value):
+            raise TypeError(f"config.{name}: expected {what}, got {value!r} ({type(value).__name__})")
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise ValueError(f"config.{name}: expected {what}, got {value!r}")
+    if c.init_std is not None:
+        what = "None (PyTorch's init) or a finite number > 0"
+        if not _is_real(c.init_std):
+            raise TypeError(f"config.init_std: expected {what}, got {c.init_std!r} ({type(c.init_std).__name__})")
+        if not math.isfinite(c.init_std) or c.init_std <= 0:
+            raise ValueError(f"config.init_std: expected {what}, got {c.init_std!r}")
+    if not isinstance(c.normalize, (bool, np.bool_)):
+        raise TypeError(f"config.normalize: expected True or False, got {c.normalize!r} ({type(c.normalize).__name__})")

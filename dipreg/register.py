@@ -303,5 +303,6 @@ def register(moving, fixed, *, config: RegistrationConfig | str | None = None, s
     return RegistrationResult(
         warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
         seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
-        info={"preset": cfg.preset, "iterations": len(history), "stopped": stopped, "seed": seed},
+        info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history), "stopped": stopped,
+              "seed": seed},
     )

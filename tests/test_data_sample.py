@@ -142,3 +142,39 @@ def test_pair_resized_scales_displacement():
     assert p.displacement.shape == (2, 16, 16)
     assert np.allclose(p.displacement[0], 1.0) and np.allclose(p.displacement[1], -2.0)
     assert p.meta["resized_from"] == (32, 32)
+
+
+def test_pair_refuses_negative_and_non_finite_float_labels():
+    img = np.random.default_rng(0).random((16, 16))
+    with pytest.raises(ValueError, match="moving_labels: labels must be >= 0"):
+        Pair(img, img, moving_labels=np.full((16, 16), -2.0))
+    with pytest.raises(ValueError, match="fixed_labels: contains 256 NaN"):
+        Pair(img, img, fixed_labels=np.full((16, 16), np.nan))
+    with pytest.raises(ValueError, match="moving_labels: labels must fit in int64"):
+        Pair(img, img, moving_labels=np.full((16, 16), 1e30))
+    assert Pair(img, img, moving_labels=np.full((16, 16), 2.0)).moving_labels.dtype == np.int64
+
+
+def test_images_and_fields_refuse_complex_and_take_any_real_tensor():
+    import torch
+
+    from dipreg._validate import as_displacement, as_image
+    from dipreg.metrics import jacobian_determinant
+
+    img = np.random.default_rng(0).random((16, 16))
+    with pytest.raises(TypeError, match="moving: .*complex"):
+        Pair(img + 1j * img, img)
+    with pytest.raises(TypeError, match="fixed: .*complex"):
+        Pair(img, torch.tensor(img + 1j * img))
+    with pytest.raises(TypeError, match="displacement: .*complex"):
+        Pair(img, img, displacement=np.zeros((2, 16, 16), complex))
+    with pytest.raises(TypeError, match="displacement: .*complex"):
+        as_displacement(torch.zeros(2, 16, 16, dtype=torch.complex64))
+    for dtype in (torch.bfloat16, torch.float16, torch.int32, torch.float64):
+        t = torch.tensor(img * 100).to(dtype)
+        assert as_image(t, "moving").dtype == np.float64
+        assert as_displacement(torch.stack([t, t])).shape == (2, 16, 16)
+    np.testing.assert_array_equal(as_image(torch.tensor(img), "moving"), img)  # float64 kept exactly
+    assert as_image(torch.tensor(img, requires_grad=True) > 0.5, "mask", allow_constant=True).dtype == np.float64
+    with pytest.raises(ValueError, match="displacement: expected a field at least 2 x 2"):
+        jacobian_determinant(np.zeros((2, 1, 5)))

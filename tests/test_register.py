@@ -49,7 +49,8 @@ def test_accepts_torch_tensors_and_default_picks_preset():
     m, f, _ = blob_pair()
     res = dipreg.register(torch.from_numpy(m), torch.from_numpy(f).float(), progress=False, iterations=2,
                           down=(8, 8), up=(8, 8))
-    assert res.info["preset"] == default_config("cpu").preset == "cpu"
+    assert res.info["preset"] == default_config(res.device).preset  # "gpu" on CUDA, "cpu" elsewhere
+    assert res.info["overridden"] == {"iterations": 2, "down": (8, 8), "up": (8, 8)}
 
 
 def test_recovers_known_smooth_translation():
@@ -193,3 +194,115 @@ def test_smooth_sample_registration_is_regular():
     assert m["folded_fraction"] < 1e-3
     assert abs(m["jac_mean"] - 1.0) < 0.05
     assert np.all(np.isfinite(ndimage.sobel(res.displacement[0])))
+
+
+# --- config validation: each field's type and range, as the API and ``--set key=value`` deliver them -----------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "exc"),
+    [
+        ("iterations", 2.5, TypeError), ("readout_draws", 1.5, TypeError), ("integrate", 1.5, TypeError),
+        ("in_channels", 2.5, TypeError), ("iterations", True, TypeError), ("iterations", 0, ValueError),
+        ("patience", -1, ValueError), ("skip", True, TypeError), ("skip", -1, ValueError),
+        ("down", 16, TypeError), ("up", "16", TypeError), ("down", [16, 2.5], TypeError), ("down", [], TypeError),
+        ("grid_scale", 0.5, TypeError), ("grid_scale", 0, ValueError),
+        ("lr", "abc", TypeError), ("lr", "nan", TypeError), ("lr", NAN, ValueError), ("lr", INF, ValueError),
+        ("lr", 0, ValueError), ("lr", True, TypeError), ("min_delta", "abc", TypeError),
+        ("min_delta", NAN, ValueError), ("min_delta", -1e-3, ValueError), ("fold_penalty", NAN, ValueError),
+        ("noise_std", NAN, ValueError), ("noise_std", -0.1, ValueError), ("output_scale", INF, ValueError),
+        ("output_scale", 0, ValueError), ("init_std", 0.0, ValueError), ("init_std", NAN, ValueError),
+        ("init_std", "none", TypeError), ("normalize", "no", TypeError), ("normalize", 1, TypeError),
+        ("upsample", 5, ValueError), ("loss", ["mae"], ValueError),
+    ],
+)
+def test_config_refuses_bad_field_values(field, value, exc):
+    """Each bad value fails in the config with the field's name, both via replace() and the constructor."""
+    with pytest.raises(exc, match=f"config.{field}: expected"):
+        PRESETS["cpu"].replace(**{field: value})
+    with pytest.raises(exc, match=f"config.{field}: expected"):
+        RegistrationConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "exc"),
+    [("iterations=2.5", "iterations", TypeError), ("down=16", "down", TypeError), ("skip=true", "skip", TypeError),
+     ("lr=abc", "lr", TypeError), ("lr=nan", "lr", TypeError), ("lr=NaN", "lr", ValueError),
+     ("lr=Infinity", "lr", ValueError), ("min_delta=abc", "min_delta", TypeError),
+     ("grid_scale=0.5", "grid_scale", TypeError), ("normalize=no", "normalize", TypeError),
+     ("init_std=0", "init_std", ValueError)],
+)
+def test_config_refuses_bad_command_line_values(text, field, exc):
+    from dipreg.cli import _key_value
+
+    key, value = _key_value(text)
+    with pytest.raises(exc, match=f"config.{field}: expected"):
+        dipreg.register(np.random.rand(32, 32), np.random.rand(32, 32), progress=False, **{key: value})
+
+
+def test_config_accepts_good_values_and_normalises_them():
+    from dipreg.cli import _key_value
+
+    cfg = RegistrationConfig(down=[16], up=[16], lr=np.float32(0.5), iterations=np.int64(3), init_std=None,
+                             normalize=np.bool_(False))
+    assert cfg.down == (16,) and isinstance(cfg.down, tuple) and hash(cfg)
+    assert type(cfg.lr) is float and type(cfg.iterations) is int and cfg.normalize is False
+    assert RegistrationConfig(down=np.array([8, 16]), up=(8, 16)).down == (8, 16)
+    cfg = PRESETS["cpu"].replace(**dict(_key_value(t) for t in ("down=8,16", "up=8,16", "lr=1", "init_std=none")))
+    assert cfg.down == (8, 16) and cfg.lr == 1.0 and cfg.init_std is None
+
+
+def test_config_override_cannot_relabel_the_preset():
+    cpu = PRESETS["cpu"]
+    for key, value in (("preset", "paper"), ("preset", "cpu"), ("preset", "mine")):
+        with pytest.raises(ValueError, match="config.preset: cannot be overridden.*config='paper'.*--preset paper"):
+            cpu.replace(**{key: value})
+    with pytest.raises(ValueError, match="config.preset: cannot be overridden"):
+        dipreg.register(np.random.rand(32, 32), np.random.rand(32, 32), progress=False, preset="paper")
+    with pytest.raises(ValueError, match="config.notes: cannot be overridden"):
+        cpu.replace(notes={})
+    with pytest.raises(ValueError, match="'paper' is an existing preset"):
+        cpu.replace(preset="paper", notes={})
+    # a new named preset (name and notes together), as the gpu preset is defined
+    assert cpu.replace(preset="mine", notes={"lr": "why"}, lr=0.1).preset == "mine"
+
+
+def test_config_override_keeps_the_label_and_says_what_changed():
+    cpu = PRESETS["cpu"]
+    assert cpu.overridden() == {} and PRESETS["gpu"].overridden() == {} and RegistrationConfig().overridden() == {}
+    cfg = cpu.replace(lr=0.01, iterations=5)
+    assert cfg.preset == "cpu" and cfg.overridden() == {"lr": 0.01, "iterations": 5}
+    assert cfg.notes["lr"].startswith("overridden: 0.01 (the cpu preset has 0.003)")
+    back = cfg.replace(lr=cpu.lr)
+    assert back.overridden() == {"iterations": 5} and back.notes["lr"] == cpu.notes["lr"]
+    assert cpu.notes["lr"].startswith("3e-3")  # the preset itself is untouched
+
+
+@pytest.mark.parametrize("device", ["meta", "cuda:7" if not torch.cuda.is_available() else "cuda:99", "xla", 3.5])
+def test_unusable_devices_are_refused_up_front(device):
+    m, f, _ = blob_pair()
+    with pytest.raises(ValueError, match="device"):
+        dipreg.register(m, f, device=device, progress=False, iterations=1, down=(8, 8), up=(8, 8))
+
+
+@pytest.mark.parametrize("seed", [1.7, True, "x", -1, 2**70])
+def test_bad_seeds_are_refused(seed):
+    m, f, _ = blob_pair()
+    with pytest.raises(ValueError, match="seed"):
+        dipreg.register(m, f, seed=seed, device="cpu", progress=False, iterations=1, down=(8, 8), up=(8, 8))
+
+
+def test_the_seed_alone_sets_the_weights_and_the_callers_rng_is_untouched():
+    """With PyTorch's default initialisation (init_std=None) too, and without advancing torch's global RNG."""
+    m, f, _ = blob_pair()
+    kw = dict(seed=3, device="cpu", progress=False, iterations=3, down=(8, 8), up=(8, 8), init_std=None)
+    fields = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        fields.append(dipreg.register(m, f, **kw).displacement)
+        after = torch.rand(1)
+        torch.manual_seed(global_seed)
+        assert torch.equal(after, torch.rand(1))  # register drew nothing from the global generator
+    np.testing.assert_array_equal(fields[0], fields[1])

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
 from dipreg._validate import as_displacement, as_image, same_shape
 
@@ -29,15 +30,24 @@ def _as_mask(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:
 def _as_labels(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:
     if x is None:
         return None
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
     lab = np.asarray(x)
     if lab.shape != shape:
         raise ValueError(f"{name}: expected an integer label map of shape {shape} (the image shape), got {lab.shape}")
     if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
-        if np.issubdtype(lab.dtype, np.floating) and np.all(np.isfinite(lab)) and np.all(lab == np.round(lab)):
-            return lab.astype(np.int64)
-        raise TypeError(f"{name}: expected integer tissue labels (0 = background), got dtype {lab.dtype}")
+        if not np.issubdtype(lab.dtype, np.floating):
+            raise TypeError(f"{name}: expected integer tissue labels (0 = background), got dtype {lab.dtype}")
+        if not np.all(np.isfinite(lab)):
+            raise ValueError(f"{name}: contains {int(np.count_nonzero(~np.isfinite(lab)))} NaN or infinite values; "
+                             "expected integer tissue labels (0 = background)")
+        if not np.all(lab == np.round(lab)):
+            raise TypeError(f"{name}: expected integer tissue labels (0 = background), got non-integer values "
+                            f"of dtype {lab.dtype}")
     if lab.size and lab.min() < 0:
-        raise ValueError(f"{name}: labels must be >= 0 (0 = background), got minimum {lab.min()}")
+        raise ValueError(f"{name}: labels must be >= 0 (0 = background), got minimum {lab.min():g}")
+    if lab.size and lab.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: labels must fit in int64, got maximum {lab.max():g}")
     return lab.astype(np.int64)
 
 
