@@ -6,10 +6,15 @@ expected, so that bad input never surfaces as a deep PyTorch traceback.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
+
+ArrayLike: TypeAlias = np.ndarray | torch.Tensor | Sequence[Any]
+"""What the public API accepts for an image, a displacement or a mask: a numpy array, a torch tensor (any
+device; detached and copied to the CPU) or nested sequences of numbers that ``np.asarray`` turns into one."""
 
 
 def _tensor_to_numpy(x: Any, name: str, expected: str) -> Any:

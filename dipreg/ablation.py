@@ -32,11 +32,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dipreg._json import finite, jsonable
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from dipreg.config import RegistrationConfig
 
 ABLATION_AXES: dict[str, list[Any]] = {
     "method": ["dip", "classical-w0", "classical"],
@@ -64,7 +69,7 @@ FORMAT = "dipreg-ablation-1"
 # Settings
 
 
-def axis_default(base, axis: str) -> Any:
+def axis_default(base: RegistrationConfig, axis: str) -> Any:
     """The value of ``axis`` in the base configuration ``base`` (a :class:`RegistrationConfig`)."""
     if axis == "method":
         return "dip"
@@ -99,12 +104,13 @@ def _depth(channels: Sequence[int], d: int) -> tuple[int, ...]:
     return ch[:d] if d <= len(ch) else ch + (ch[-1],) * (d - len(ch))
 
 
-def setting_for(base, axis: str, value: Any, *, iterations: int | None = None,
+def setting_for(base: RegistrationConfig, axis: str, value: Any, *, iterations: int | None = None,
                 base_iterations: int | None = None) -> tuple[str, dict[str, Any]]:
     """``(method, settings)`` of one point of the grid: a DIP config dict or the classical keyword arguments.
 
-    ``iterations`` (when given) is the iteration count of the run; the ``iterations`` axis is then scaled by
-    ``iterations / base_iterations``.
+    ``base`` is the configuration varied; ``value`` the axis's value (in that axis's units, see
+    :data:`ABLATION_AXES`). ``iterations`` (when given) is the iteration count of the run; the ``iterations``
+    axis is then scaled by ``iterations / base_iterations``.
     """
     from dipreg.classical import DEFAULTS
 
@@ -345,7 +351,7 @@ def _run_setting(method: str, settings: dict[str, Any], pairs: list[Any], *, see
     return rec
 
 
-def run_grid(pair_or_pairs: Any, out_path: str | os.PathLike, *, base=None,
+def run_grid(pair_or_pairs: Any, out_path: str | os.PathLike, *, base: RegistrationConfig | str | None = None,
              axes: Mapping[str, Sequence[Any]] = ABLATION_AXES, iterations: int | None = None, seed: int = 0,
              device: str | None = None, progress: bool = True) -> Path:
     """Run every setting of ``axes`` (one axis at a time around ``base``) and store the results in ``out_path``.
@@ -567,7 +573,7 @@ def _default_entry(grid: AblationGrid, axis: str) -> dict[str, Any] | None:
     return None
 
 
-def plot_setting(grid: AblationGrid, axis: str, value: Any):
+def plot_setting(grid: AblationGrid, axis: str, value: Any) -> Figure:
     """Figure of one setting: fixed, warped and det J thumbnails and the loss history beside the default's."""
     import matplotlib.pyplot as plt
 
@@ -601,7 +607,7 @@ def plot_setting(grid: AblationGrid, axis: str, value: Any):
     return fig
 
 
-def plot_axis(grid: AblationGrid, axis: str):
+def plot_axis(grid: AblationGrid, axis: str) -> Figure:
     """Static figure of one axis: SSIM, % folded, SD log det J and seconds against the value, then the warped
     and det J thumbnails of every value (default in bold)."""
     import matplotlib.pyplot as plt
@@ -652,8 +658,8 @@ def _import_ipywidgets():
     return ipywidgets
 
 
-def figure_png(fig, dpi: int = 80) -> bytes:
-    """PNG bytes of a matplotlib figure."""
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """PNG bytes of a matplotlib figure, rendered at ``dpi`` dots per inch."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
@@ -673,7 +679,7 @@ class AblationWidgets:
     last_figure: Any = None
     seconds: float = math.nan
 
-    def on_change(self, axis: str, value: Any):
+    def on_change(self, axis: str, value: Any) -> Figure:
         """The figure of ``axis = value``, from the stored grid (no registration runs)."""
         return plot_setting(self.grid, axis, value)
 

@@ -38,13 +38,17 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dipreg._validate import as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp
+
+if TYPE_CHECKING:
+    from ants import ANTsImage
 
 THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
 
@@ -91,24 +95,28 @@ def _linear_matrix(ants, path: str) -> np.ndarray:
     return mat
 
 
-def composite_displacement(ants, fixed_img, moving_img, transforms: list[str], prefix: str) -> np.ndarray:
+def composite_displacement(ants: ModuleType, fixed_img: ANTsImage, moving_img: ANTsImage, transforms: list[str],
+                           prefix: str) -> np.ndarray:
     """Compose ANTs transform files into one (2, H, W) float64 displacement in pixels (rows, columns).
 
-    ``transforms`` is in ``ants.apply_transforms`` order (``fwdtransforms``: ``[warp, affine]``); the
-    images must have spacing 1, origin 0 and the identity direction.
+    ``ants`` is the imported ``ants`` module; ``fixed_img``, ``moving_img`` the ANTs images (intensity units
+    irrelevant here), which must have spacing 1 pixel, origin 0 and the identity direction. ``transforms``
+    (file paths) is in ``ants.apply_transforms`` order (``fwdtransforms``: ``[warp, affine]``); ``prefix`` is
+    the path prefix of the composed field's file.
     """
     path = ants.apply_transforms(fixed_img, moving_img, transforms, compose=prefix)
     field = ants.image_read(path).numpy()  # (H, W, 2), vector (axis 0, axis 1) = (row, column)
     return np.moveaxis(field, -1, 0).astype(np.float64)
 
 
-def register_ants(moving, fixed, *, type_of_transform: str = "SyN", seed: int | None = 0,
+def register_ants(moving: ArrayLike, fixed: ArrayLike, *, type_of_transform: str = "SyN", seed: int | None = 0,
                   **kwargs: Any) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` with ANTs (``ants.registration``), returning dipreg's conventions.
 
     Args:
-        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape. They are passed to
-            ANTs as they are (float32, spacing 1 pixel, origin 0, identity direction); no rescaling.
+        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape, in the same intensity
+            units (any). They are passed to ANTs as they are (float32, spacing 1 pixel, origin 0, identity
+            direction); no rescaling.
         type_of_transform: any ``ants.registration`` transform, e.g. ``"SyN"`` (the paper's
             comparator), ``"Affine"``, ``"SyNCC"``, ``"antsRegistrationSyNQuick[s]"``; see
             :data:`ANTS_SETTINGS`.

@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from dipreg._validate import as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.losses import fold_penalty, get_loss
 from dipreg.register import (
@@ -53,6 +53,9 @@ from dipreg.register import (
 )
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
+
+if TYPE_CHECKING:
+    from dipreg.data.pair import Pair
 
 __all__ = ["register_many"]
 
@@ -115,14 +118,15 @@ def _without_running_stats(module: torch.nn.Module) -> None:
             m.track_running_stats = False
 
 
-def register_many(pairs, *, config: RegistrationConfig | str | None = None,
+def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
+                  config: RegistrationConfig | str | None = None,
                   seed: int | Sequence[int] | None = 0, device: str | torch.device | None = None,
                   progress: bool = True, **overrides: Any) -> list[RegistrationResult]:
     """Register many same-shape pairs at once, each as ``dipreg.register`` would alone.
 
     Args:
         pairs: a list of :class:`dipreg.data.Pair` or of ``(moving, fixed)`` tuples (numpy arrays or
-            tensors), all of one shape (H, W).
+            tensors), all of one shape (H, W), each pair's images in the same intensity units.
         config, device, progress, **overrides: as in :func:`dipreg.register`.
         seed: an int ``s`` (pair ``i`` gets seed ``s + i``; ``None`` means 0) or a list of one int per pair.
             Pair ``i`` starts exactly as ``dipreg.register(moving_i, fixed_i, config=..., seed=seed_i)`` (same

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.losses import get_loss
 from dipreg.register import RegistrationError, Step, _progress, resolve_device
 from dipreg.result import RegistrationResult
@@ -103,7 +103,7 @@ def _iterations_per_level(iterations: int | Sequence[int], levels: int) -> list[
     return its
 
 
-def register_classical(moving, fixed, *, regularizer: str = DEFAULTS["regularizer"],
+def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str = DEFAULTS["regularizer"],
                        weight: float = DEFAULTS["weight"], loss: str = DEFAULTS["loss"], lr: float = DEFAULTS["lr"],
                        iterations: int | Sequence[int] = DEFAULTS["iterations"], levels: int = DEFAULTS["levels"],
                        seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
@@ -117,7 +117,8 @@ def register_classical(moving, fixed, *, regularizer: str = DEFAULTS["regularize
     single-resolution run. Both images are rescaled to [0, 1] (min-max) for the optimisation only.
 
     Args:
-        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape.
+        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape, in the same intensity units
+            (any; min-max rescaled to [0, 1] for the optimisation).
         regularizer: ``"diffusion"`` or ``"bending"`` (:data:`REGULARIZERS`). Each level evaluates R in
             full-resolution units (bending is divided by the squared downsampling factor), so one
             ``weight`` means the same prior at every level.

@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dipreg._validate import as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.register import resolve_device
 
 
-def psnr(estimate, reference, *, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio ``10 log10(data_range**2 / MSE)`` in dB; ``inf`` for identical images."""
+def psnr(estimate: ArrayLike, reference: ArrayLike, *, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio ``10 log10(data_range**2 / MSE)`` in dB; ``inf`` for identical images.
+
+    ``estimate``, ``reference``: (H, W) images in the same intensity units; ``data_range``: the peak
+    intensity range, in those units (1.0 for images in [0, 1]), > 0.
+    """
     x = as_image(estimate, "estimate", allow_constant=True)
     y = as_image(reference, "reference", allow_constant=True)
     same_shape(x, y, "estimate", "reference")
@@ -34,10 +38,11 @@ def psnr(estimate, reference, *, data_range: float = 1.0) -> float:
     return float("inf") if mse == 0 else float(10.0 * np.log10(data_range**2 / mse))
 
 
-def add_noise(image, sigma: float, *, seed: int = 0, clip: bool = False) -> np.ndarray:
+def add_noise(image: ArrayLike, sigma: float, *, seed: int = 0, clip: bool = False) -> np.ndarray:
     """``image`` plus i.i.d. Gaussian noise of standard deviation ``sigma`` (intensity units), seeded.
 
-    With ``clip`` the result is clipped to [0, 1]; by default it is not, so the noise stays zero-mean.
+    ``image`` is (H, W); ``seed`` seeds the noise. With ``clip`` the result is clipped to [0, 1] (intensity
+    units); by default it is not, so the noise stays zero-mean.
     """
     img = as_image(image, "image", allow_constant=True)
     if sigma < 0:
@@ -81,7 +86,7 @@ class DenoiseResult:
         return float(self.psnr[self.best_iteration - 1])
 
 
-def dip_denoise(clean, noisy, iterations: int = 1000, *, snapshots: Sequence[int] = (),
+def dip_denoise(clean: ArrayLike, noisy: ArrayLike, iterations: int = 1000, *, snapshots: Sequence[int] = (),
                 down: Sequence[int] = (32, 32, 32, 32), up: Sequence[int] | None = None, skip: int = 4,
                 in_channels: int = 32, lr: float = 0.01, input_jitter: float = 0.0, init_std: float | None = None,
                 upsample: str = "bilinear", seed: int = 0, device: str | torch.device | None = None,

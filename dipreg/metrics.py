@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from dipreg._validate import as_displacement, as_image, same_shape
+from dipreg._validate import ArrayLike, as_displacement, as_image, same_shape
 
 
 def _positive_real(value: Any, name: str, what: str) -> float:
@@ -35,8 +35,8 @@ def _positive_real(value: Any, name: str, what: str) -> float:
     return v
 
 
-def ssim(a, b, *, data_range: float = 1.0, win_size: int = 7, gaussian: bool = False,
-         mask=None, k1: float = 0.01, k2: float = 0.03) -> float:
+def ssim(a: ArrayLike, b: ArrayLike, *, data_range: float = 1.0, win_size: int = 7, gaussian: bool = False,
+         mask: ArrayLike | None = None, k1: float = 0.01, k2: float = 0.03) -> float:
     """Structural similarity (Wang et al. 2004) of two (H, W) images; dimensionless, at most 1.
 
     Matches ``skimage.metrics.structural_similarity(a, b, data_range=data_range, win_size=win_size)``
@@ -105,7 +105,7 @@ def ssim(a, b, *, data_range: float = 1.0, win_size: int = 7, gaussian: bool = F
     return float(s[inner].mean())
 
 
-def _mask(mask, shape: tuple[int, ...], name: str) -> np.ndarray:
+def _mask(mask: ArrayLike, shape: tuple[int, ...], name: str) -> np.ndarray:
     """``mask`` as a boolean array of ``shape``: bool, or numeric holding only 0 and 1 (NaN is refused)."""
     m = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
     if m.dtype != bool and not np.issubdtype(m.dtype, np.number):
@@ -121,7 +121,7 @@ def _mask(mask, shape: tuple[int, ...], name: str) -> np.ndarray:
     return m
 
 
-def _selection(mask, shape: tuple[int, ...], name: str = "mask") -> np.ndarray | None:
+def _selection(mask: ArrayLike | None, shape: tuple[int, ...], name: str = "mask") -> np.ndarray | None:
     """The boolean mask of an average over pixels, or None for all pixels; an empty mask is refused."""
     if mask is None:
         return None
@@ -131,7 +131,7 @@ def _selection(mask, shape: tuple[int, ...], name: str = "mask") -> np.ndarray |
     return m
 
 
-def jacobian(displacement) -> np.ndarray:
+def jacobian(displacement: ArrayLike) -> np.ndarray:
     """The Jacobian of phi(x) = x + u(x), shape (2, 2, H, W), by central differences (one-sided at borders).
 
     ``J[i, j] = d phi_i / d x_j`` with axis 0 rows and axis 1 columns; dimensionless (pixels per pixel).
@@ -149,7 +149,7 @@ def jacobian(displacement) -> np.ndarray:
     return jac
 
 
-def jacobian_determinant(displacement) -> np.ndarray:
+def jacobian_determinant(displacement: ArrayLike) -> np.ndarray:
     """det J_phi at every pixel, shape (H, W), dimensionless (local area ratio).
 
     ``displacement`` is (2, H, W) in pixels, H, W >= 2. Values <= 0 mark folding (phi is not invertible there).
@@ -158,7 +158,7 @@ def jacobian_determinant(displacement) -> np.ndarray:
     return j[0, 0] * j[1, 1] - j[0, 1] * j[1, 0]
 
 
-def folded_fraction(displacement, mask=None) -> float:
+def folded_fraction(displacement: ArrayLike, mask: ArrayLike | None = None) -> float:
     """Fraction (in [0, 1], not a percentage) of pixels (within ``mask``, if given) where det J_phi <= 0.
 
     ``displacement`` is (2, H, W) in pixels; ``mask`` an (H, W) boolean mask that selects at least one pixel
@@ -169,7 +169,7 @@ def folded_fraction(displacement, mask=None) -> float:
     return float(np.mean((det if sel is None else det[sel]) <= 0))
 
 
-def std_log_jacobian(displacement, mask=None, clip: float = 1e-9) -> float:
+def std_log_jacobian(displacement: ArrayLike, mask: ArrayLike | None = None, clip: float = 1e-9) -> float:
     """Standard deviation of log det J_phi over the pixels (within ``mask``, if given); dimensionless.
 
     det J is clipped to ``[clip, 1/clip]`` before the logarithm, so every folded pixel (det J <= 0)
@@ -194,7 +194,7 @@ def std_log_jacobian(displacement, mask=None, clip: float = 1e-9) -> float:
     return float(np.std(np.log(np.clip(det if sel is None else det[sel], clip, 1.0 / clip))))
 
 
-def dice(a, b) -> float:
+def dice(a: ArrayLike, b: ArrayLike) -> float:
     """Dice overlap 2|A n B| / (|A| + |B|) of two boolean masks, in [0, 1]; NaN when both are empty.
 
     ``a`` and ``b`` are boolean arrays (or numeric arrays holding only 0 and 1) of the same shape; NaN and
@@ -208,7 +208,7 @@ def dice(a, b) -> float:
     return float("nan") if total == 0 else float(2.0 * np.logical_and(x, y).sum() / total)
 
 
-def endpoint_error(displacement, reference, mask=None) -> float:
+def endpoint_error(displacement: ArrayLike, reference: ArrayLike, mask: ArrayLike | None = None) -> float:
     """Mean Euclidean distance in pixels between an estimated and a reference displacement.
 
     Both are (2, H, W) in pixels; ``mask`` an optional (H, W) boolean mask that selects at least one pixel
@@ -221,8 +221,10 @@ def endpoint_error(displacement, reference, mask=None) -> float:
     return float(err.mean() if sel is None else err[sel].mean())
 
 
-def ssim_data_range(moving, fixed) -> float:
+def ssim_data_range(moving: ArrayLike, fixed: ArrayLike) -> float:
     """The ``data_range`` (intensity units) :func:`summarize` uses by default for two (H, W) images.
+
+    ``moving`` and ``fixed`` are (H, W) images in the same intensity units.
 
     1.0 when both images lie within [0, 1] (dipreg's protocol, skimage-equivalent with ``data_range=1``);
     otherwise the joint range ``max - min`` over both images (1.0 if that is 0, i.e. both are the same
@@ -237,8 +239,9 @@ def ssim_data_range(moving, fixed) -> float:
     return float(hi - lo) if hi > lo else 1.0
 
 
-def summarize(moving, fixed, warped, displacement, *, moving_mask=None, fixed_mask=None,
-              reference=None, data_range: float | None = None) -> dict[str, float]:
+def summarize(moving: ArrayLike, fixed: ArrayLike, warped: ArrayLike, displacement: ArrayLike, *,
+              moving_mask: ArrayLike | None = None, fixed_mask: ArrayLike | None = None,
+              reference: ArrayLike | None = None, data_range: float | None = None) -> dict[str, float]:
     """All metrics of one registration as a flat dict (the columns of the reproduction tables).
 
     Keys: ``ssim_before`` (moving vs fixed), ``ssim_after`` (warped vs fixed), ``ssim_data_range`` (the

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
-from dipreg._validate import as_displacement
+from dipreg._validate import ArrayLike, as_displacement
 from dipreg.metrics import jacobian_determinant
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
+
+    from dipreg.result import RegistrationResult
 
 
 def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, *, cmap: str = "gray",
-                size: float = 2.6, axes=None):
-    """Show (H, W) images side by side without ticks; returns the figure."""
+                size: float = 2.6, axes: Sequence[Axes] | np.ndarray | None = None) -> Figure:
+    """Show (H, W) images side by side without ticks; returns the figure.
+
+    Args:
+        images: (H, W) images; with ``cmap="gray"`` shown on a fixed [0, 1] intensity scale.
+        titles: one title per image, or None.
+        cmap: matplotlib colour map name.
+        size: side of each panel, in inches (only when a new figure is made).
+        axes: Axes to draw into, one per image (a list or the array ``plt.subplots`` returns); None makes a
+            new figure.
+    """
     if axes is None:
         fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size), squeeze=False)
         axes = axes[0]
@@ -26,9 +43,18 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
     return axes[0].figure
 
 
-def plot_grid(ax, displacement, *, step: int = 8, color: str = "k", linewidth: float = 0.6,
+def plot_grid(ax: Axes, displacement: ArrayLike, *, step: int = 8, color: str = "k", linewidth: float = 0.6,
               background: np.ndarray | None = None) -> None:
-    """Draw the deformed grid phi(x) = x + u(x): every ``step``-th row and column line, in image axes."""
+    """Draw the deformed grid phi(x) = x + u(x): every ``step``-th row and column line, in image axes.
+
+    Args:
+        ax: the Axes to draw into.
+        displacement: (2, H, W) in pixels, channel 0 rows, channel 1 columns.
+        step: spacing of the grid lines, in pixels.
+        color: line colour (any matplotlib colour).
+        linewidth: line width, in points.
+        background: optional (H, W) image in [0, 1] intensity units, drawn underneath in grey.
+    """
     u = as_displacement(displacement)
     h, w = u.shape[1:]
     rows, cols = np.mgrid[:h, :w].astype(float)
@@ -45,8 +71,18 @@ def plot_grid(ax, displacement, *, step: int = 8, color: str = "k", linewidth: f
     ax.set_axis_off()
 
 
-def plot_jacobian(ax, displacement, *, vmax: float = 2.0, colorbar: bool = True):
-    """det J map in a diverging colour map centred at 1 (red expansion, blue compression); folds in black."""
+def plot_jacobian(ax: Axes, displacement: ArrayLike, *, vmax: float = 2.0, colorbar: bool = True) -> AxesImage:
+    """det J map in a diverging colour map centred at 1 (red expansion, blue compression); folds in black.
+
+    Args:
+        ax: the Axes to draw into.
+        displacement: (2, H, W) in pixels, channel 0 rows, channel 1 columns.
+        vmax: det J (dimensionless) at the top of the colour scale, which spans [0, vmax] centred at 1.
+        colorbar: add a colour bar beside ``ax``.
+
+    Returns:
+        The image of the det J map (for a shared colour bar).
+    """
     det = jacobian_determinant(displacement)
     im = ax.imshow(det, cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=vmax))
     folds = np.ma.masked_where(det > 0, np.ones_like(det))
@@ -57,8 +93,19 @@ def plot_jacobian(ax, displacement, *, vmax: float = 2.0, colorbar: bool = True)
     return im
 
 
-def plot_result(result, *, step: int = 8, title: str | None = None, axes=None):
-    """Paper Fig. 3 style: moving, fixed, warped, deformation grid and det J map of one result."""
+def plot_result(result: RegistrationResult, *, step: int = 8, title: str | None = None,
+                axes: Sequence[Axes] | np.ndarray | None = None) -> Figure:
+    """Paper Fig. 3 style: moving, fixed, warped, deformation grid and det J map of one result.
+
+    Args:
+        result: the registration to show (images on a [0, 1] intensity scale).
+        step: spacing of the deformation grid lines, in pixels.
+        title: optional figure title.
+        axes: five Axes to draw into; None makes a new 1 x 5 figure.
+
+    Returns:
+        The figure.
+    """
     if axes is None:
         fig, axes = plt.subplots(1, 5, figsize=(15, 3.3))
     m = result.metrics()
@@ -75,8 +122,12 @@ def plot_result(result, *, step: int = 8, title: str | None = None, axes=None):
     return fig
 
 
-def plot_history(history: Sequence[float], ax=None, label: str | None = None):
-    """Loss against iteration."""
+def plot_history(history: Sequence[float], ax: Axes | None = None, label: str | None = None) -> Axes:
+    """Loss against iteration; returns the Axes.
+
+    ``history``: the loss at every iteration (the loss's units); ``ax``: the Axes to draw into (None makes a
+    new figure); ``label``: legend entry, or None for no legend.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3))
     ax.plot(np.arange(len(history)), history, label=label)

@@ -10,7 +10,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.losses import fold_penalty, get_loss
@@ -39,7 +39,15 @@ class RegistrationError(RuntimeError):
 
 @dataclass
 class Step:
-    """Passed to ``callback`` after every iteration; tensors are detached, shape (1, 2, H, W) / (1, 1, H, W)."""
+    """Passed to ``callback`` after every iteration; tensors are detached.
+
+    Attributes:
+        iteration: 0-based index of the iteration just done.
+        loss: its loss value (the data term plus any fold penalty), on the images as the optimiser sees them.
+        displacement: (1, 2, H, W) in pixels, channel 0 rows, channel 1 columns.
+        warped: (1, 1, H, W) the moving image warped by ``displacement``, in the intensity units the
+            optimiser sees (in [0, 1] when the config normalises the images).
+    """
 
     iteration: int
     loss: float
@@ -162,8 +170,9 @@ class DIPField(torch.nn.Module):
         return F.interpolate(out, size=self.shape, mode="bilinear", align_corners=ALIGN_CORNERS)
 
 
-def make_optimizer(params, cfg: RegistrationConfig, device: torch.device) -> torch.optim.Optimizer:
-    """The optimiser ``cfg.optimizer`` at ``cfg.lr`` over ``params``.
+def make_optimizer(params: Iterable[torch.Tensor], cfg: RegistrationConfig,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` at ``cfg.lr`` over ``params`` (leaf tensors that require grad).
 
     Adam runs fused (one kernel for all tensors per step) on CPU and CUDA: the same update as the
     default implementation up to float rounding, ~15 % less time per step on a 2-core CPU
@@ -205,14 +214,15 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, leave=False)
 
 
-def register(moving, fixed, *, config: RegistrationConfig | str | None = None, seed: int | None = None,
-             device: str | torch.device | None = None, progress: bool = True,
+def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig | str | None = None,
+             seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
              callback: Callable[[Step], bool | None] | None = None, compile: bool = False,  # noqa: A002
              **overrides: Any) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` with a randomly initialised CNN as the prior (paper eq. 2).
 
     Args:
-        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape.
+        moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape, in the same intensity units
+            (any; min-max rescaled to [0, 1] for the optimisation when ``config.normalize``).
         config: a :class:`RegistrationConfig`, a preset name (``"paper"``, ``"cpu"``, ...) or ``None`` for the
             device's default (``"gpu"`` on CUDA, ``"cpu"`` otherwise; ``result.info["preset"]`` says which).
         seed: seeds the weights and every noise draw (``None`` means 0): same seed and device, same numbers

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from dipreg._validate import ArrayLike
 
 
 @dataclass
@@ -41,8 +46,8 @@ class RegistrationResult:
 
         return jacobian_determinant(self.displacement)
 
-    def metrics(self, moving_mask=None, fixed_mask=None, reference=None, *,
-                data_range: float | None = None) -> dict[str, float]:
+    def metrics(self, moving_mask: ArrayLike | None = None, fixed_mask: ArrayLike | None = None,
+                reference: ArrayLike | None = None, *, data_range: float | None = None) -> dict[str, float]:
         """SSIM before/after, det J statistics, folding, std log det J; Dice and EPE when given masks/reference.
 
         See :func:`dipreg.metrics.summarize` for the keys and their units. ``moving_mask``/``fixed_mask``:
@@ -56,8 +61,12 @@ class RegistrationResult:
         return summarize(self.moving, self.fixed, self.warped, self.displacement, moving_mask=moving_mask,
                          fixed_mask=fixed_mask, reference=reference, data_range=data_range)
 
-    def plot(self, **kwargs):
-        """Paper Fig. 3 style panels: moving, fixed, warped, deformation grid, det J map."""
+    def plot(self, **kwargs: Any) -> Figure:
+        """Paper Fig. 3 style panels: moving, fixed, warped, deformation grid, det J map; returns the figure.
+
+        ``kwargs`` go to :func:`dipreg.plotting.plot_result`: ``step`` (grid line spacing, pixels), ``title``,
+        ``axes`` (five matplotlib Axes to draw into).
+        """
         from dipreg.plotting import plot_result
 
         return plot_result(self, **kwargs)

@@ -19,14 +19,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import as_displacement, as_image
+from dipreg._validate import ArrayLike, as_displacement, as_image
 
 ALIGN_CORNERS = True
 """The ``align_corners`` value used with every ``grid_sample`` call in dipreg."""
 
 
-def identity_grid(shape: tuple[int, int], *, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Pixel coordinates of every pixel centre, shape (2, H, W): ``grid[0]`` rows, ``grid[1]`` columns."""
+def identity_grid(shape: tuple[int, int], *, device: str | torch.device | None = None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Pixel coordinates of every pixel centre, shape (2, H, W): ``grid[0]`` rows, ``grid[1]`` columns.
+
+    ``shape`` is (H, W) in pixels; the result is in pixels, on ``device`` (``None``: the CPU), of ``dtype``.
+    """
     h, w = shape
     rows = torch.arange(h, device=device, dtype=dtype)
     cols = torch.arange(w, device=device, dtype=dtype)
@@ -125,10 +129,12 @@ def resize_displacement(u: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor
     return big * scale
 
 
-def warp(image, displacement, *, order: int = 1) -> np.ndarray:
+def warp(image: ArrayLike, displacement: ArrayLike, *, order: int = 1) -> np.ndarray:
     """Warp a (H, W) image by a (2, H, W) pixel displacement: ``out(x) = image(x + u(x))``.
 
-    numpy in, numpy out. ``order`` 1 is bilinear, 0 nearest (for masks and labels). Outside the image
+    numpy in (torch tensors are accepted and copied to the CPU), numpy out: ``image`` is (H, W) in any
+    intensity units (the output has the same units), ``displacement`` (2, H, W) in pixels, channel 0 rows,
+    channel 1 columns. ``order`` 1 is bilinear, 0 nearest (for masks and labels). Outside the image
     the value is 0, as ``skimage.transform.warp(..., mode="constant")``.
     """
     img = as_image(image, "image", allow_constant=True)
