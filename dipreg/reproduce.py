@@ -470,9 +470,10 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     Resume: finished rows already in ``results.csv`` are skipped; they must come from the same protocol,
     slice, channel, size, seed and method configurations, else a ValueError explains the mismatch. A
     failing registration (RegistrationError, or a ValueError from the method) becomes a row with the
-    message in ``error`` and NaN metrics, and the run goes on; a resumed run removes those rows and runs
-    them again. With ``size``, every method first runs once on a random pair of that size, so a setting
-    that cannot work at that size is refused before the first pair.
+    message in ``error`` and NaN metrics, and the run goes on; so does a pair whose files cannot be read
+    (an ``unreadable data`` row per method). A resumed run removes those rows and runs them again.
+    With ``size``, every method first runs once on a random pair of that size, so a setting that cannot
+    work at that size is refused before the first pair.
 
     Raises:
         ValueError, TypeError, FileNotFoundError: bad arguments, no data, an incompatible results file.
@@ -502,7 +503,9 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     dev = resolve_device(device)
     plan = _plan_methods(methods, preset=preset, device=dev, seed=seed, progress=progress, overrides=overrides,
                          method_options=method_options, compile=compile)
-    pairs_iter = lgg_pairs(data_root, protocol=protocol, slice=slice, channel=channel, limit=limit)
+    unreadable: list[tuple[str, str, Exception]] = []  # pairs whose files could not be read, not yet recorded
+    pairs_iter = lgg_pairs(data_root, protocol=protocol, slice=slice, channel=channel, limit=limit,
+                           on_error=lambda m_id, f_id, exc: unreadable.append((m_id, f_id, exc)))
 
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -550,8 +553,26 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="reproduce", unit="run", total=_count_pairs(data_root, protocol, limit) * len(available))
+    def record_unreadable() -> None:  # an error row per method, so the run goes on to the next pair
+        while unreadable:
+            m_id, f_id, exc = unreadable.pop(0)
+            _say(f"cannot read the pair {m_id} -> {f_id}: {exc}")
+            for method in available:
+                if (f"{m_id}->{f_id}", method.name) in done:
+                    continue
+                row = _row_base(method, m_id, f_id, expected, dev, commit, __version__)
+                row.update({k: math.nan for k in METRICS}, seconds=math.nan, iterations=None, date=_now(),
+                           error=f"unreadable data: {type(exc).__name__}: {exc}".replace("\n", " "))
+                _append_row(results, row)
+                done.add((row["pair"], method.name))
+                if bar is not None:
+                    bar.update(1)
+                if on_row is not None:
+                    on_row(row)
+
     try:
         for pair in pairs_iter:
+            record_unreadable()
             if size is not None:
                 pair = pair.resized(int(size))
             for method in list(available):
@@ -579,6 +600,7 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
                     bar.update(1)
                 if on_row is not None:
                     on_row(row)
+        record_unreadable()
     finally:
         if bar is not None:
             bar.close()
@@ -592,12 +614,17 @@ def _count_pairs(root: Path, protocol: str, limit: int | None) -> int:
     return max(0, n if limit is None else min(n, int(limit)))
 
 
+def _row_base(method: _Method, moving_id: str, fixed_id: str, expected: dict[str, str], dev: Any, commit: str,
+              version: str) -> dict[str, Any]:
+    return {"pair": f"{moving_id}->{fixed_id}", "moving_id": moving_id, "fixed_id": fixed_id, **expected,
+            "method": method.name, "preset": method.preset, "config": method.config_json,
+            "dipreg_version": version, "git_commit": commit, "error": "",
+            "device": "cpu" if method.needs_ants else str(dev)}
+
+
 def _run_one(method: _Method, pair: Any, expected: dict[str, str], dev: Any, commit: str, version: str,
              registration_error: type) -> dict[str, Any] | None:
-    row: dict[str, Any] = {"pair": pair.id, "moving_id": pair.moving_id, "fixed_id": pair.fixed_id, **expected,
-                           "method": method.name, "preset": method.preset, "config": method.config_json,
-                           "dipreg_version": version, "git_commit": commit, "error": "",
-                           "device": "cpu" if method.needs_ants else str(dev)}
+    row = _row_base(method, pair.moving_id, pair.fixed_id, expected, dev, commit, version)
     start = time.perf_counter()
     try:
         result = method.run(pair)

@@ -363,3 +363,18 @@ def test_a_file_that_is_not_a_results_file_says_so(tmp_path):
     notes.write_text("just some text without a line end")
     with pytest.raises(ValueError, match="not a results file"):
         load_results(notes)
+
+
+def test_an_unreadable_slice_costs_its_pair_only_and_is_retried_on_resume(tmp_path):
+    root = write_lgg(tmp_path / "data")
+    damaged = root / PATIENTS[2] / f"{PATIENTS[2]}_2.tif"  # the middle slice of the last patient
+    good = damaged.read_bytes()
+    damaged.write_bytes(good[:300])
+    path = reproduce(root, tmp_path / "run", methods=("dip",), **KW)
+    rows = load_results(path)
+    assert [r["error"] == "" for r in rows] == [True, False]
+    assert rows[1]["error"].startswith("unreadable data")
+    assert rows[1]["pair"] == f"{PATIENTS[1]}:flair->{PATIENTS[2]}:flair"
+    damaged.write_bytes(good)
+    again = load_results(reproduce(root, tmp_path / "run", methods=("dip",), **KW))
+    assert [r["error"] for r in again] == ["", ""] and again[1]["fixed_id"] == f"{PATIENTS[2]}_2:flair"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,6 +281,7 @@ def lgg_pairs(
     slice: int | str = "middle",  # noqa: A002 - the natural name for users
     channel: str | int | None = None,
     limit: int | None = None,
+    on_error: Callable[[str, str, Exception], None] | None = None,
 ) -> Iterator[Pair]:
     """Registration pairs from the LGG data, read lazily (two slices per pair).
 
@@ -300,7 +301,10 @@ def lgg_pairs(
     ``pair.id`` reads e.g. ``"TCGA_CS_4942_19970222_11:flair->TCGA_CS_4944_20010208_11:flair"``.
     Masks are the tumour masks of the two slices. ``limit`` stops after that many pairs.
 
-    Argument errors are raised here, before iteration starts; file errors when the file is reached.
+    Argument errors are raised here, before iteration starts; file errors (a missing, unreadable or
+    damaged slice) when the file is reached. With ``on_error``, a pair whose files cannot be read is
+    reported as ``on_error(moving_id, fixed_id, exception)`` (ids ``"<patient folder>:<channel>"``, as the
+    slice number may be unknown) and iteration goes on with the next pair; it counts towards ``limit``.
     """
     r = find_root(root)
     if protocol not in PROTOCOLS:
@@ -323,56 +327,66 @@ def lgg_pairs(
     folders = _patient_dirs(r)
     if protocol == "consecutive" and len(folders) < 2:
         raise ValueError(f"protocol 'consecutive' needs at least 2 patients, {r} has {len(folders)}")
-    return _iter_pairs(r, folders, protocol, slice, mc, fc, limit)
+    return _iter_pairs(r, folders, protocol, slice, mc, fc, limit, on_error)
 
 
 def _iter_pairs(root: Path, folders: list[Path], protocol: str, slice_: int | str, mc: str, fc: str,
-                limit: int | None) -> Iterator[Pair]:
-    count = 0
+                limit: int | None, on_error: Callable[[str, str, Exception], None] | None) -> Iterator[Pair]:
     if limit == 0:
         return
-    cm, cf = CHANNELS[mc], CHANNELS[fc]
     if protocol == "consecutive":
         jobs = [((a, slice_), (b, slice_)) for a, b in zip(folders[:-1], folders[1:], strict=True)]
     elif protocol == "adjacent-slices":
         jobs = [((f, slice_), (f, "next")) for f in folders]
     else:
         jobs = [((f, slice_), (f, "same")) for f in folders]
-    for (mf, ms), (ff, fs) in jobs:
-        m_img, m_mask, mi, mn = _load_one(mf, ms)
-        if fs == "same":
-            f_img, f_mask, fi, fn = m_img, m_mask, mi, mn
-        elif fs == "next":
-            n_slices = len(_slice_files(ff))
-            if mi + 1 >= n_slices:
-                raise ValueError(f"{ff.name}: slice index {mi} is the last of {n_slices}; 'adjacent-slices' needs "
-                                 "slice + 1")
-            f_img, f_mask, fi, fn = _load_one(ff, mi + 1)
+    for count, ((mf, ms), (ff, fs)) in enumerate(jobs, start=1):
+        try:
+            pair = _load_pair(root, protocol, mf, ms, ff, fs, mc, fc)
+        except (OSError, ValueError) as exc:
+            if on_error is None:
+                raise
+            on_error(f"{mf.name}:{mc}", f"{ff.name}:{fc}", exc)
         else:
-            f_img, f_mask, fi, fn = _load_one(ff, fs)
-        if m_img.shape != f_img.shape:
-            raise ValueError(f"{mf.name} slice {mn} has shape {m_img.shape} but {ff.name} slice {fn} has "
-                             f"{f_img.shape}; the pair needs equal shapes")
-        meta = {
-            "source": "lgg",
-            "protocol": protocol,
-            "moving_patient": mf.name, "fixed_patient": ff.name,
-            "moving_slice_index": mi, "fixed_slice_index": fi,
-            "moving_slice_number": mn, "fixed_slice_number": fn,
-            "moving_channel": mc, "fixed_channel": fc,
-            "root": str(root),
-        }
-        if protocol == "pre-post":
-            meta["t1_pre_is_flair_copy"] = bool(np.array_equal(m_img[..., 0], m_img[..., 1]))
-            meta["t1_post_is_flair_copy"] = bool(np.array_equal(m_img[..., 2], m_img[..., 1]))
-        yield Pair(
-            moving=m_img[..., cm].astype(np.float64) / 255.0,
-            fixed=f_img[..., cf].astype(np.float64) / 255.0,
-            moving_mask=m_mask, fixed_mask=f_mask,
-            moving_id=f"{mf.name}_{mn}:{mc}", fixed_id=f"{ff.name}_{fn}:{fc}",
-            meta=meta,
-        )
-        count += 1
+            yield pair
         if limit is not None and count >= limit:
             return
+
+
+def _load_pair(root: Path, protocol: str, mf: Path, ms: int | str, ff: Path, fs: int | str, mc: str,
+               fc: str) -> Pair:
+    cm, cf = CHANNELS[mc], CHANNELS[fc]
+    m_img, m_mask, mi, mn = _load_one(mf, ms)
+    if fs == "same":
+        f_img, f_mask, fi, fn = m_img, m_mask, mi, mn
+    elif fs == "next":
+        n_slices = len(_slice_files(ff))
+        if mi + 1 >= n_slices:
+            raise ValueError(f"{ff.name}: slice index {mi} is the last of {n_slices}; 'adjacent-slices' needs "
+                             "slice + 1")
+        f_img, f_mask, fi, fn = _load_one(ff, mi + 1)
+    else:
+        f_img, f_mask, fi, fn = _load_one(ff, fs)
+    if m_img.shape != f_img.shape:
+        raise ValueError(f"{mf.name} slice {mn} has shape {m_img.shape} but {ff.name} slice {fn} has "
+                         f"{f_img.shape}; the pair needs equal shapes")
+    meta = {
+        "source": "lgg",
+        "protocol": protocol,
+        "moving_patient": mf.name, "fixed_patient": ff.name,
+        "moving_slice_index": mi, "fixed_slice_index": fi,
+        "moving_slice_number": mn, "fixed_slice_number": fn,
+        "moving_channel": mc, "fixed_channel": fc,
+        "root": str(root),
+    }
+    if protocol == "pre-post":
+        meta["t1_pre_is_flair_copy"] = bool(np.array_equal(m_img[..., 0], m_img[..., 1]))
+        meta["t1_post_is_flair_copy"] = bool(np.array_equal(m_img[..., 2], m_img[..., 1]))
+    return Pair(
+        moving=m_img[..., cm].astype(np.float64) / 255.0,
+        fixed=f_img[..., cf].astype(np.float64) / 255.0,
+        moving_mask=m_mask, fixed_mask=f_mask,
+        moving_id=f"{mf.name}_{mn}:{mc}", fixed_id=f"{ff.name}_{fn}:{fc}",
+        meta=meta,
+    )
 
