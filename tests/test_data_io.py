@@ -178,3 +178,10 @@ def test_missing_and_unknown(tmp_path, image):
     np.save(tmp_path / "nan.npy", np.full((4, 4), np.nan))
     with pytest.raises(ValueError, match="NaN"):
         read_image(tmp_path / "nan.npy")
+
+
+def test_an_npy_of_two_channels_is_not_taken_for_grey_and_alpha(tmp_path):
+    path = tmp_path / "field.npy"
+    np.save(path, np.zeros((16, 16, 2)))
+    with pytest.raises(ValueError, match="read_displacement"):
+        read_image(path)

@@ -103,7 +103,10 @@ def _squeeze_2d(data: np.ndarray, affine: np.ndarray | None, path: Path) -> tupl
 def _channel(data: np.ndarray, channel: int | str | None, path: Path) -> np.ndarray:
     if data.ndim == 3 and data.shape[-1] in (2, 3, 4):
         if data.shape[-1] == 2 and channel is None:
-            return data[..., 0]  # grey + alpha
+            if path.suffix.lower() in (".png", ".tif", ".tiff", ".jpg", ".jpeg"):
+                return data[..., 0]  # grey + alpha
+            raise ValueError(f"{path}: shape {data.shape} is not an image (H, W); if it is a displacement, read it "
+                             "with read_displacement (dipreg stores displacements as (2, H, W))")
         if channel is None:
             raise ValueError(f"{path}: colour image of shape {data.shape}; pass channel= (0, 1, 2, or for LGG tifs "
                              "'t1_pre', 'flair', 't1_post') to pick one")
