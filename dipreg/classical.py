@@ -171,7 +171,9 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     factors = [2 ** (levels - 1 - k) for k in range(levels)]
     shapes = [_pyramid_shape(shape, f) for f in factors]
     if min(shapes[0]) < 4:
-        raise ValueError(f"levels: {levels} levels shrink the {shape} image to {shapes[0]}; use fewer levels")
+        fits = max((n for n in range(1, levels) if min(_pyramid_shape(shape, 2 ** (n - 1))) >= 4), default=1)
+        raise ValueError(f"levels: {levels} levels shrink the {shape} image to {shapes[0]} at the coarsest; "
+                         f"use levels={fits} or fewer for this size")
     dev = resolve_device(device)
     reg_fn = REGULARIZERS[regularizer]
     config = {"regularizer": regularizer, "weight": float(weight), "loss": loss, "lr": float(lr),

@@ -170,3 +170,12 @@ def test_bad_images_raise():
         register_classical(np.ones((16, 16)), img, progress=False)
     with pytest.raises(ValueError, match="RGB"):
         register_classical(np.zeros((16, 16, 3)), img, progress=False)
+
+
+def test_too_many_levels_names_the_number_that_fits():
+    rng = np.random.default_rng(0)
+    m, f = rng.random((48, 48)), rng.random((48, 48))
+    with pytest.raises(ValueError, match=r"use levels=4 or fewer"):
+        register_classical(m, f, levels=5, progress=False, device="cpu")
+    res = register_classical(m, f, levels=4, iterations=1, progress=False, device="cpu")
+    assert res.displacement.shape == (2, 48, 48)
