@@ -28,7 +28,7 @@ from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
 from dipreg.metrics import jacobian_determinant, ssim
 from dipreg.presets import PRESETS, get_preset
-from dipreg.register import RegistrationError, register
+from dipreg.register import RegistrationError, RegistrationInterrupted, register
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp
 
@@ -38,6 +38,7 @@ __all__ = [
     "PRESETS",
     "RegistrationConfig",
     "RegistrationError",
+    "RegistrationInterrupted",
     "RegistrationResult",
     "book",
     "checks",

@@ -37,6 +37,17 @@ class RegistrationError(RuntimeError):
         self.history = history
 
 
+class RegistrationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (any KeyboardInterrupt) during :func:`register`. Still a KeyboardInterrupt, so it stops
+    whatever called ``register``; ``history`` holds the losses so far and ``result`` the registration from
+    the weights reached (``result.info["stopped"] == "interrupted"``; ``None`` if they give no finite field)."""
+
+    def __init__(self, history: list[float], result: RegistrationResult | None):
+        super().__init__(f"registration interrupted after {len(history)} iteration(s)")
+        self.history = history
+        self.result = result
+
+
 @dataclass
 class Step:
     """Passed to ``callback`` after every iteration; tensors are detached.
@@ -244,6 +255,8 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
 
     Raises:
         TypeError, ValueError: bad images or config fields. RegistrationError: the loss became NaN.
+        RegistrationInterrupted: a KeyboardInterrupt (Ctrl-C) during the run; it carries the losses and the
+        field reached so far.
     """
     mov = as_image(moving, "moving")
     fix = as_image(fixed, "fixed")
@@ -298,21 +311,32 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
                 if cfg.patience and since_best >= cfg.patience:
                     stopped = "converged"
                     break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
     finally:
         if bar is not None:
             bar.close()
 
-    with torch.no_grad():
-        if z_fixed is not None:
-            u = model(z_fixed)
-        else:
-            u = sum(model(model.noise(gen, dev)) for _ in range(cfg.readout_draws)) / cfg.readout_draws
-    disp = u[0].double().cpu().numpy()
-    if not np.all(np.isfinite(disp)):
-        raise RegistrationError("the final displacement contains NaN or inf", history)
-    return RegistrationResult(
-        warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
-        seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
-        info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history), "stopped": stopped,
-              "seed": seed},
-    )
+    def readout() -> RegistrationResult:
+        with torch.no_grad():
+            if z_fixed is not None:
+                u = model(z_fixed)
+            else:
+                u = sum(model(model.noise(gen, dev)) for _ in range(cfg.readout_draws)) / cfg.readout_draws
+        disp = u[0].double().cpu().numpy()
+        if not np.all(np.isfinite(disp)):
+            raise RegistrationError("the final displacement contains NaN or inf", history)
+        return RegistrationResult(
+            warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
+            seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
+            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
+                  "stopped": stopped, "seed": seed},
+        )
+
+    if stopped != "interrupted":
+        return readout()
+    try:  # keep what the run reached, then let the interrupt go on
+        partial = readout()
+    except Exception:  # weights that give no finite field: the history is all there is
+        partial = None
+    raise RegistrationInterrupted(history, partial)

@@ -306,3 +306,19 @@ def test_the_seed_alone_sets_the_weights_and_the_callers_rng_is_untouched():
         torch.manual_seed(global_seed)
         assert torch.equal(after, torch.rand(1))  # register drew nothing from the global generator
     np.testing.assert_array_equal(fields[0], fields[1])
+
+
+def test_an_interrupt_keeps_the_losses_and_the_field_reached():
+    m, f, _ = blob_pair()
+
+    def ctrl_c(step):
+        if step.iteration == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as caught:  # still an interrupt for whoever called register
+        dipreg.register(m, f, seed=0, device="cpu", progress=False, iterations=20, down=(8, 8), up=(8, 8),
+                        callback=ctrl_c)
+    exc = caught.value
+    assert isinstance(exc, dipreg.RegistrationInterrupted) and len(exc.history) == 4
+    assert exc.result.info["stopped"] == "interrupted" and exc.result.info["iterations"] == 4
+    assert exc.result.displacement.shape == (2, 64, 64) and np.isfinite(exc.result.displacement).all()
