@@ -194,13 +194,23 @@ def test_default_root_env(monkeypatch, layout, tmp_path):
         default_lgg_root()
 
 
-def test_default_root_without_env(monkeypatch):
+def test_default_root_without_env(monkeypatch, tmp_path):
+    """Without the variable: ../shared/data/... beside the repository, else beside the working directory."""
+    import dipreg.data.lgg as lgg_module
+
     monkeypatch.delenv("DIPREG_LGG_ROOT", raising=False)
-    found = default_lgg_root()
-    if REAL.is_dir():
-        assert found == REAL.resolve()
-    else:
-        assert found is None or found.name == "kaggle_3m"
+    repo, work = tmp_path / "clone" / "repo", tmp_path / "elsewhere" / "work"
+    repo.mkdir(parents=True)
+    work.mkdir(parents=True)
+    monkeypatch.setattr(lgg_module, "_repo_root", lambda: repo)
+    monkeypatch.chdir(work)
+    assert default_lgg_root() is None
+    shared = tmp_path / "elsewhere" / "shared" / "data" / "lgg-mri-segmentation" / "kaggle_3m"
+    (shared / "TCGA_CS_4941_19960909").mkdir(parents=True)
+    assert default_lgg_root() == shared.resolve()  # found from the working directory
+    beside_repo = tmp_path / "clone" / "shared" / "data" / "lgg-mri-segmentation" / "kaggle_3m"
+    (beside_repo / "TCGA_CS_4942_19970222").mkdir(parents=True)
+    assert default_lgg_root() == beside_repo.resolve()  # the repository's neighbour comes first
 
 
 # --- the real data (6 patients in ../shared/data; skipped where absent) ---------------------------
