@@ -541,20 +541,13 @@ def axis_table(grid: AblationGrid, axis: str, *, html: bool = False) -> list[dic
             + "</tbody></table>")
 
 
-def _detj_norm():
-    from matplotlib.colors import TwoSlopeNorm
-
-    return TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=2.0)
-
-
 def _show_detj(ax, d: np.ndarray | None) -> None:
+    from dipreg.plotting import show_detj
+
     if d is None:
         ax.text(0.5, 0.5, "failed", ha="center", va="center", transform=ax.transAxes)
     else:
-        d = np.asarray(d, dtype=np.float32)
-        ax.imshow(d, cmap="RdBu_r", norm=_detj_norm())
-        folds = np.ma.masked_where(d > 0, np.ones_like(d))
-        ax.imshow(folds, cmap="gray_r", vmin=0, vmax=1)
+        show_detj(ax, d)
     ax.set_axis_off()
 
 
@@ -640,7 +633,7 @@ def plot_axis(grid: AblationGrid, axis: str) -> Figure:
         _show_img(axw, grid.warped[t] if has else None)
         axw.set_title(r["label"], fontsize=8, fontweight="bold" if r["default"] else "normal")
         _show_detj(fig.add_subplot(gs[2, j]), grid.detj[t] if has else None)
-    fig.suptitle(f"Ablation: {axis} (top: metrics; middle: warped; bottom: det J, folds black)", fontsize=10)
+    fig.suptitle(f"Ablation: {axis} (top: metrics; middle: warped; bottom: det J, folds yellow)", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -71,8 +71,23 @@ def plot_grid(ax: Axes, displacement: ArrayLike, *, step: int = 8, color: str = 
     ax.set_axis_off()
 
 
+FOLD_COLOUR = "#ffd400"
+"""Colour of folded pixels (det J <= 0) in every det J map: yellow, apart from both ends of ``RdBu_r``."""
+
+
+def show_detj(ax: Axes, det: ArrayLike, *, vmax: float = 2.0) -> AxesImage:
+    """Draw a det J map (H, W) (dimensionless) in ``RdBu_r`` centred at 1 over [0, ``vmax``], folded pixels
+    (det J <= 0) in :data:`FOLD_COLOUR`. Returns the map's image (for a colour bar)."""
+    from matplotlib.colors import ListedColormap
+
+    det = np.asarray(det, dtype=np.float64)
+    im = ax.imshow(det, cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=vmax))
+    ax.imshow(np.ma.masked_where(det > 0, np.ones_like(det)), cmap=ListedColormap([FOLD_COLOUR]), vmin=0, vmax=1)
+    return im
+
+
 def plot_jacobian(ax: Axes, displacement: ArrayLike, *, vmax: float = 2.0, colorbar: bool = True) -> AxesImage:
-    """det J map in a diverging colour map centred at 1 (red expansion, blue compression); folds in black.
+    """det J map in a diverging colour map centred at 1 (red expansion, blue compression); folds in yellow.
 
     Args:
         ax: the Axes to draw into.
@@ -83,10 +98,7 @@ def plot_jacobian(ax: Axes, displacement: ArrayLike, *, vmax: float = 2.0, color
     Returns:
         The image of the det J map (for a shared colour bar).
     """
-    det = jacobian_determinant(displacement)
-    im = ax.imshow(det, cmap="RdBu_r", norm=TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=vmax))
-    folds = np.ma.masked_where(det > 0, np.ones_like(det))
-    ax.imshow(folds, cmap="gray_r", vmin=0, vmax=1, alpha=1.0)
+    im = show_detj(ax, jacobian_determinant(displacement), vmax=vmax)
     ax.set_axis_off()
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="det J")
