@@ -167,11 +167,16 @@ def _ext(path: Path) -> str:
 def _read_mask(path: str | None, shape: tuple[int, ...], what: str):
     if path is None:
         return None
+    import numpy as np
+
     from dipreg.data.io import read_image
 
     m, _ = read_image(path)
     if m.shape != shape:
         raise ValueError(f"{what} {path}: shape {m.shape} differs from the images' {shape}")
+    if not np.isin(m, (0.0, 1.0)).all():  # a soft mask, or an image given by mistake
+        print(f"dipreg register: warning: {what} {path} holds values other than 0 and 1 (0 and 255 in 8-bit "
+              "files); pixels above half the range count as inside", file=sys.stderr)
     return m > 0.5
 
 

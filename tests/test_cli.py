@@ -99,6 +99,17 @@ def test_register_masks_and_jpeg_fallback(tmp_path, pair):
     assert 0 < metrics["dice_before"] <= 1 and 0 < metrics["dice_after"] <= 1
 
 
+def test_register_warns_about_a_mask_that_is_not_binary(tmp_path, pair, capsys):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    np.save(tmp_path / "mm.npy", pair.moving)  # an image given as a mask
+    np.save(tmp_path / "fm.npy", pair.fixed_mask.astype(float))
+    capsys.readouterr()
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "o"), "--moving-mask", str(tmp_path / "mm.npy"),
+                 "--fixed-mask", str(tmp_path / "fm.npy"), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert "--moving-mask" in err and "other than 0 and 1" in err and "--fixed-mask" not in err
+
+
 def test_register_refuses_overwrite(tmp_path, pair, capsys):
     m, f = write_pair(tmp_path, pair, ".npy")
     out = tmp_path / "out"
