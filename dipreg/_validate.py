@@ -69,6 +69,22 @@ def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
     return x
 
 
+def as_mask(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Return ``x`` as a boolean array of ``shape``: bool, or numeric holding only 0 and 1 (NaN is refused)."""
+    m = np.asarray(_tensor_to_numpy(x, name, f"a boolean mask of shape {tuple(shape)}"))
+    if m.dtype != bool and not np.issubdtype(m.dtype, np.number):
+        raise TypeError(f"{name}: expected a boolean mask of shape {tuple(shape)}, got dtype {m.dtype}")
+    if m.shape != tuple(shape):
+        raise ValueError(f"{name}: expected a boolean mask of shape {tuple(shape)} (the image shape), got {m.shape}")
+    if m.dtype != bool:
+        ok = (m == 0) | (m == 1)
+        if np.iscomplexobj(m) or not np.all(ok):
+            raise ValueError(f"{name}: expected a boolean (or 0/1) mask, got values {np.unique(m[~ok])[:6]} (NaN "
+                             "included); threshold it first, e.g. mask > 0.5")
+        m = m.astype(bool)
+    return m
+
+
 def as_displacement(u: Any, name: str = "displacement", shape: tuple[int, int] | None = None) -> np.ndarray:
     """Return ``u`` as a finite float64 array of shape (2, H, W) with H, W >= 2 (as images), or raise."""
     u = _tensor_to_numpy(u, name, "a real-valued displacement of shape (2, H, W)")

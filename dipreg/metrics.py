@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from dipreg._validate import ArrayLike, as_displacement, as_image, same_shape
+from dipreg._validate import ArrayLike, as_displacement, as_image, as_mask, same_shape
 
 
 def _positive_real(value: Any, name: str, what: str) -> float:
@@ -92,7 +92,7 @@ def ssim(a: ArrayLike, b: ArrayLike, *, data_range: float = 1.0, win_size: int =
     pad = (win_size - 1) // 2
     inner[pad:x.shape[0] - pad, pad:x.shape[1] - pad] = True
     if mask is not None:
-        inner &= _mask(mask, x.shape, "mask")
+        inner &= as_mask(mask, "mask", x.shape)
         if not inner.any():
             raise ValueError(f"mask: no masked pixel lies inside the SSIM border ({pad} pixels wide)")
     cov_norm = win_size**2 / (win_size**2 - 1.0)
@@ -105,27 +105,11 @@ def ssim(a: ArrayLike, b: ArrayLike, *, data_range: float = 1.0, win_size: int =
     return float(s[inner].mean())
 
 
-def _mask(mask: ArrayLike, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """``mask`` as a boolean array of ``shape``: bool, or numeric holding only 0 and 1 (NaN is refused)."""
-    m = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
-    if m.dtype != bool and not np.issubdtype(m.dtype, np.number):
-        raise TypeError(f"{name}: expected a boolean mask of shape {shape}, got dtype {m.dtype}")
-    if m.shape != tuple(shape):
-        raise ValueError(f"{name}: expected a boolean mask of shape {tuple(shape)} (the image shape), got {m.shape}")
-    if m.dtype != bool:
-        if np.iscomplexobj(m) or not np.all((m == 0) | (m == 1)):
-            bad = np.unique(m[~((m == 0) | (m == 1))])[:6]
-            raise ValueError(f"{name}: expected a boolean (or 0/1) mask, got values {bad} (NaN included); "
-                             "threshold it first, e.g. mask > 0.5")
-        m = m.astype(bool)
-    return m
-
-
 def _selection(mask: ArrayLike | None, shape: tuple[int, ...], name: str = "mask") -> np.ndarray | None:
     """The boolean mask of an average over pixels, or None for all pixels; an empty mask is refused."""
     if mask is None:
         return None
-    m = _mask(mask, shape, name)
+    m = as_mask(mask, name, shape)
     if not m.any():
         raise ValueError(f"{name}: the mask is empty (no pixel selected); there is nothing to average over")
     return m
@@ -137,10 +121,7 @@ def jacobian(displacement: ArrayLike) -> np.ndarray:
     ``J[i, j] = d phi_i / d x_j`` with axis 0 rows and axis 1 columns; dimensionless (pixels per pixel).
     ``displacement`` is (2, H, W) in pixels with H, W >= 2.
     """
-    u = as_displacement(displacement)
-    if min(u.shape[1:]) < 2:
-        raise ValueError(f"displacement: expected a field at least 2 x 2 pixels (H, W >= 2) to take differences, "
-                         f"got shape {tuple(u.shape)}")
+    u = as_displacement(displacement)  # refuses H or W < 2: no differences to take
     jac = np.empty((2, 2) + u.shape[1:])
     for i in range(2):
         grads = np.gradient(u[i])
@@ -190,8 +171,11 @@ def std_log_jacobian(displacement: ArrayLike, mask: ArrayLike | None = None, cli
         raise ValueError(f"clip: expected 0 < clip < 1 (det J is clipped to [clip, 1/clip]), got {clip!r}")
     det = jacobian_determinant(displacement)
     sel = _selection(mask, det.shape)
-    clip = float(clip)
-    return float(np.std(np.log(np.clip(det if sel is None else det[sel], clip, 1.0 / clip))))
+    return _std_log(det if sel is None else det[sel], float(clip))
+
+
+def _std_log(det: np.ndarray, clip: float = 1e-9) -> float:
+    return float(np.std(np.log(np.clip(det, clip, 1.0 / clip))))
 
 
 def dice(a: ArrayLike, b: ArrayLike) -> float:
@@ -203,7 +187,7 @@ def dice(a: ArrayLike, b: ArrayLike) -> float:
     x0, y0 = np.asarray(a), np.asarray(b)
     if x0.shape != y0.shape:
         raise ValueError(f"dice: masks have shapes {x0.shape} and {y0.shape}; they must match")
-    x, y = _mask(x0, x0.shape, "a"), _mask(y0, y0.shape, "b")
+    x, y = as_mask(x0, "a", x0.shape), as_mask(y0, "b", y0.shape)
     total = x.sum() + y.sum()
     return float("nan") if total == 0 else float(2.0 * np.logical_and(x, y).sum() / total)
 
@@ -271,8 +255,8 @@ def summarize(moving: ArrayLike, fixed: ArrayLike, warped: ArrayLike, displaceme
     if (moving_mask is None) != (fixed_mask is None):
         given = "moving_mask" if fixed_mask is None else "fixed_mask"
         raise ValueError(f"{given}: Dice needs both moving_mask and fixed_mask; got only {given}")
-    mm = None if moving_mask is None else _mask(moving_mask, f.shape, "moving_mask")
-    fm = None if fixed_mask is None else _mask(fixed_mask, f.shape, "fixed_mask")
+    mm = None if moving_mask is None else as_mask(moving_mask, "moving_mask", f.shape)
+    fm = None if fixed_mask is None else as_mask(fixed_mask, "fixed_mask", f.shape)
     if reference is not None:
         as_displacement(reference, "reference", f.shape)
     if data_range is None:
@@ -285,7 +269,7 @@ def summarize(moving: ArrayLike, fixed: ArrayLike, warped: ArrayLike, displaceme
         "ssim_data_range": data_range,
         "mae_before": float(np.abs(m - f).mean()), "mae_after": float(np.abs(w - f).mean()),
         "jac_mean": float(det.mean()), "jac_std": float(det.std()), "jac_min": float(det.min()),
-        "folded_fraction": float(np.mean(det <= 0)), "std_log_jac": std_log_jacobian(u),
+        "folded_fraction": float(np.mean(det <= 0)), "std_log_jac": _std_log(det),
     }
     if mm is not None and fm is not None:
         from dipreg.transform import warp

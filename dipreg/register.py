@@ -78,9 +78,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("device: 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device: {device!r} does not exist; this machine has {torch.cuda.device_count()} "
-                             "CUDA GPU(s), cuda:0 to cuda:{}".format(torch.cuda.device_count() - 1))
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device: {device!r} does not exist; this machine has {n} CUDA GPU(s), cuda:0 to "
+                             f"cuda:{n - 1}")
     elif dev.type == "mps":
         if not torch.backends.mps.is_available():
             raise ValueError("device: 'mps' was asked for but this PyTorch has no MPS (Apple GPU) support")

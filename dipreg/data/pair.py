@@ -6,33 +6,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import torch
 
-from dipreg._validate import as_displacement, as_image, same_shape
+from dipreg._validate import _tensor_to_numpy, as_displacement, as_image, as_mask, same_shape
 
 
 def _as_mask(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:
-    if x is None:
-        return None
-    m = np.asarray(x)
-    if m.shape != shape:
-        raise ValueError(f"{name}: expected a boolean mask of shape {shape} (the image shape), got {m.shape}")
-    if m.dtype != bool:
-        if not np.issubdtype(m.dtype, np.number):
-            raise TypeError(f"{name}: expected a boolean mask, got dtype {m.dtype}")
-        values = np.unique(m)
-        if not np.all(np.isin(values, (0, 1))):
-            raise ValueError(f"{name}: expected a boolean (or 0/1) mask, got values {values[:6]}")
-        m = m.astype(bool)
-    return m
+    return None if x is None else as_mask(x, name, shape)
 
 
 def _as_labels(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:
     if x is None:
         return None
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    lab = np.asarray(x)
+    lab = np.asarray(_tensor_to_numpy(x, name, "an integer label map"))
     if lab.shape != shape:
         raise ValueError(f"{name}: expected an integer label map of shape {shape} (the image shape), got {lab.shape}")
     if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
