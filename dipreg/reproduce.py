@@ -480,7 +480,7 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     """
     from dipreg import __version__
     from dipreg.data import default_lgg_root, find_root, lgg_pairs
-    from dipreg.data.lgg import CHANNELS, _channel_index
+    from dipreg.data.lgg import _channel_name
     from dipreg.register import RegistrationError, resolve_device
 
     if root is None:
@@ -519,8 +519,7 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     if protocol == "pre-post":
         channel_label = "t1_pre->t1_post"
     else:  # the channel's name, also when it was given as an index
-        channel_label = {i: name for name, i in CHANNELS.items()}[_channel_index("flair" if channel is None
-                                                                                 else channel)]
+        channel_label = _channel_name("flair" if channel is None else channel)
     expected = {"protocol": protocol, "slice": str(slice), "channel": channel_label,
                 "size": "" if size is None else str(int(size)), "seed": str(seed)}
     warmed = _check_size(plan, size) if size is not None else set()

@@ -218,6 +218,12 @@ def _channel_index(channel: str | int) -> int:
     raise ValueError(f"channel: expected one of {list(CHANNELS)} or 0, 1, 2, got {channel!r}")
 
 
+def _channel_name(channel: str | int) -> str:
+    """The name (``"t1_pre"``, ``"flair"``, ``"t1_post"``) of a channel given by name or index."""
+    index = _channel_index(channel)
+    return next(name for name, i in CHANNELS.items() if i == index)
+
+
 def load_patient(root: str | os.PathLike, patient: str) -> LGGVolume:
     """All slices of one patient, sorted numerically by slice number.
 
@@ -316,8 +322,7 @@ def lgg_pairs(
         mc, fc = "t1_pre", "t1_post"
     else:
         name = "flair" if channel is None else channel
-        _channel_index(name)
-        mc = fc = name if isinstance(name, str) else [k for k, v in CHANNELS.items() if v == name][0]
+        mc = fc = _channel_name(name)
     if isinstance(slice, str) and slice != "middle":
         raise ValueError(f"slice: expected 'middle' or an int (0-based position in each stack), got {slice!r}")
     if not isinstance(slice, str) and (not isinstance(slice, (int, np.integer)) or isinstance(slice, bool)):
