@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="channel of colour images: 0, 1, 2 or t1_pre, flair, t1_post")
     reg.add_argument("--moving-mask", help="optional mask of MOVING (for Dice in metrics.json)")
     reg.add_argument("--fixed-mask", help="optional mask of FIXED (for Dice in metrics.json)")
-    reg.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    reg.add_argument("--force", action="store_true",
+                     help="replace existing outputs (all four together: on any failure the old ones stay)")
     reg.add_argument("--no-progress", action="store_true", help="no progress bar")
     reg.add_argument("--compile", action="store_true",
                      help="run the optimisation through torch.compile (a one-off compile, then faster steps)")
@@ -149,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("--compile", action="store_true",
                      help="DIP through torch.compile, compiled once before the first pair (untimed)")
+    rep.add_argument("--jobs", type=_positive_int, default=1,
+                     help="run the pairs in JOBS worker processes, one torch thread each (default 1: one after "
+                          "the other, here)")
 
     summ = sub.add_parser("summarize", help="mean ± SD per method of a results.csv")
     summ.add_argument("results", help="results.csv (or the folder holding it)")
@@ -180,10 +186,60 @@ def _read_mask(path: str | None, shape: tuple[int, ...], what: str):
     return m > 0.5
 
 
+def _refuse_outward_links(out: Path, targets: Sequence[Path]) -> None:
+    """Refuse to replace an output that is a symbolic link leading out of ``out``."""
+    root = out.resolve()
+    for target in targets:
+        if target.is_symlink() and not target.resolve().is_relative_to(root):
+            raise CLIError(f"--out {out}: {target} is a symbolic link to {target.resolve()}, outside --out; "
+                           "--force does not replace files through links that leave the folder. Remove the link, "
+                           "or choose another --out")
+
+
+def _staging(out: Path) -> Path:
+    """A new empty folder on the file system of ``out`` for the outputs before they are moved into place: inside
+    ``out`` when it exists, else beside it (so ``out`` appears whole). Creating it checks that ``out`` is
+    writable, before any registration."""
+    try:
+        if out.is_dir():
+            return Path(tempfile.mkdtemp(prefix=".dipreg-staging-", dir=out))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.dipreg-staging-", dir=out.parent))
+    except OSError as exc:
+        raise CLIError(f"--out {out}: cannot write there ({exc.strerror or exc}); pass a folder you can write to"
+                       ) from None
+
+
+def _install(staging: Path, out: Path, names: Sequence[str]) -> None:
+    """Move the files ``names`` from ``staging`` into ``out``, all or none: on any failure the files ``out``
+    held before are put back."""
+    if not out.exists():
+        staging.rename(out)  # a new folder appears whole
+        return
+    backup = Path(tempfile.mkdtemp(prefix=".dipreg-previous-", dir=staging))
+    old, new = [], []
+    try:
+        for name in names:
+            if os.path.lexists(out / name):
+                os.replace(out / name, backup / name)
+                old.append(name)
+        for name in names:
+            os.replace(staging / name, out / name)
+            new.append(name)
+    except BaseException:
+        for name in new:
+            os.replace(out / name, staging / name)
+        for name in old:
+            os.replace(backup / name, out / name)
+        raise
+
+
 def cmd_register(args: argparse.Namespace) -> int:
+    import torch
+
     from dipreg.data.io import WRITE_IMAGE_FORMATS, read_image, write_displacement, write_image
-    from dipreg.register import register, resolve_config, resolve_device
-    from dipreg.reproduce import versions
+    from dipreg.register import RegistrationInterrupted, register, resolve_config, resolve_device
+    from dipreg.reproduce import machine_info, versions
 
     moving_path, fixed_path = Path(args.moving), Path(args.fixed)
     out = Path(args.out).expanduser()
@@ -191,12 +247,13 @@ def cmd_register(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {out} is a file; pass a folder")
     ext = _ext(fixed_path)
     ext = ext if ext in WRITE_IMAGE_FORMATS else ".nii.gz"
-    files = {"warped": out / f"warped{ext}", "displacement": out / "displacement.nii.gz",
-             "displacement_npy": out / "displacement.npy", "metrics": out / "metrics.json"}
-    existing = [str(p) for p in files.values() if p.exists()]
+    names = {"warped": f"warped{ext}", "displacement": "displacement.nii.gz",
+             "displacement_npy": "displacement.npy", "metrics": "metrics.json"}
+    existing = [name for name in names.values() if os.path.lexists(out / name)]
     if existing and not args.force:
-        raise CLIError(f"{out} already holds {', '.join(Path(p).name for p in existing)}; pass --force to overwrite "
-                       "or choose another --out")
+        raise CLIError(f"{out} already holds {', '.join(existing)}; pass --force to overwrite or choose another "
+                       "--out")
+    _refuse_outward_links(out, [out / name for name in existing])
 
     dev = resolve_device(args.device)
     overrides = dict(args.overrides)
@@ -214,45 +271,60 @@ def cmd_register(args: argparse.Namespace) -> int:
     if (moving_mask is None) != (fixed_mask is None):
         raise CLIError("Dice needs both --moving-mask and --fixed-mask")
 
-    try:  # before the registration, so that a folder that cannot be made costs nothing
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
-    result = register(moving, fixed, config=cfg, seed=args.seed, device=dev, progress=not args.no_progress,
-                      compile=args.compile)
+    staging = _staging(out)  # before the registration, so that a folder that cannot be written costs nothing
+    try:
+        try:
+            result = register(moving, fixed, config=cfg, seed=args.seed, device=dev, progress=not args.no_progress,
+                              compile=args.compile)
+        except RegistrationInterrupted as exc:
+            if exc.result is None:
+                raise
+            result = exc.result  # info["stopped"] == "interrupted": written as such
 
-    warped_affine = affine if ext in (".nii", ".nii.gz") else None
-    write_image(files["warped"], result.warped, warped_affine)
-    write_displacement(files["displacement"], result.displacement, affine)
-    write_displacement(files["displacement_npy"], result.displacement)
-    metrics = result.metrics(moving_mask, fixed_mask)
-    report = {
-        "method": result.method,
-        "moving": str(moving_path), "fixed": str(fixed_path),
-        "shape": list(moving.shape),
-        "metrics": metrics,
-        "config": result.config.to_dict() if hasattr(result.config, "to_dict") else result.config,
-        "preset": result.info.get("preset"),
-        "overridden": result.info.get("overridden"),
-        "seed": args.seed,
-        "compile": args.compile,
-        "iterations": result.info.get("iterations", len(result.history)),
-        "stopped": result.info.get("stopped"),
-        "final_loss": result.history[-1] if result.history else None,
-        "seconds": result.seconds,
-        "device": result.device,
-        "versions": versions(),
-        "outputs": {k: p.name for k, p in files.items()},
-        "displacement_units": "pixels, channel 0 rows, channel 1 columns, pull-back: warped(x) = moving(x + u(x))",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    tmp = files["metrics"].with_name("metrics.json.tmp")
-    tmp.write_text(json.dumps(finite(report), indent=2, default=jsonable) + "\n", encoding="utf-8")
-    tmp.replace(files["metrics"])
+        warped_affine = affine if ext in (".nii", ".nii.gz") else None
+        write_image(staging / names["warped"], result.warped, warped_affine)
+        write_displacement(staging / names["displacement"], result.displacement, affine)
+        write_displacement(staging / names["displacement_npy"], result.displacement)
+        metrics = result.metrics(moving_mask, fixed_mask)
+        warning = result.info.get("warning")
+        report = {
+            "method": result.method,
+            "moving": str(moving_path), "fixed": str(fixed_path),
+            "shape": list(moving.shape),
+            "metrics": metrics,
+            "config": result.config.to_dict() if hasattr(result.config, "to_dict") else result.config,
+            "preset": result.info.get("preset"),
+            "overridden": result.info.get("overridden"),
+            "seed": args.seed,
+            "compile": args.compile,
+            "iterations": result.info.get("iterations", len(result.history)),
+            "stopped": result.info.get("stopped"),
+            "warning": warning,
+            "final_loss": result.history[-1] if result.history else None,
+            "seconds": result.seconds,
+            "device": result.device,
+            "torch_threads": torch.get_num_threads(),
+            "machine": machine_info(),
+            "versions": versions(),
+            "outputs": dict(names),
+            "displacement_units": "pixels, channel 0 rows, channel 1 columns, pull-back: warped(x) = moving(x + u(x))",
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (staging / names["metrics"]).write_text(json.dumps(finite(report), indent=2, default=jsonable) + "\n",
+                                                encoding="utf-8")
+        _install(staging, out, list(names.values()))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if warning:
+        print(f"dipreg register: warning: {warning}", file=sys.stderr)
+    if result.info.get("stopped") == "interrupted":
+        print(f"dipreg register: interrupted after {len(result.history)} iteration(s); wrote the field reached to "
+              f"{out} (metrics.json says \"stopped\": \"interrupted\")", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"SSIM {metrics['ssim_before']:.3f} -> {metrics['ssim_after']:.3f}, mean det J {metrics['jac_mean']:.3f} "
           f"(SD {metrics['jac_std']:.3f}), {100 * metrics['folded_fraction']:.2f} % folded; "
-          f"{result.seconds:.1f} s on {result.device}. Wrote {files['warped']}, {files['displacement'].name}, "
-          f"{files['displacement_npy'].name}, {files['metrics'].name}")
+          f"{result.seconds:.1f} s on {result.device}. Wrote {out / names['warped']}, {names['displacement']}, "
+          f"{names['displacement_npy']}, {names['metrics']}")
     return EXIT_OK
 
 
@@ -327,7 +399,7 @@ def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
         path = reproduce(args.data, args.out, methods=args.methods, protocol=args.protocol, slice=args.slice,
                          channel=args.channel, limit=args.limit, size=args.size, preset=args.preset,
                          device=args.device, seed=args.seed, progress=not args.no_progress, overrides=overrides,
-                         method_options=method_options, command=command, compile=args.compile)
+                         method_options=method_options, command=command, compile=args.compile, jobs=args.jobs)
     except KeyboardInterrupt:
         n = len(load_results(path)) if path.exists() else 0
         print(f"dipreg reproduce: interrupted; {n} finished row(s) are saved in {path}. Run the same command again "

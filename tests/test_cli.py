@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from dipreg.cli import main, parse_value
 from dipreg.data import read_displacement, read_image, sample_pair, write_image
 from dipreg.presets import default_config
 from dipreg.register import resolve_device
+from dipreg.transform import warp
 
 # A tiny generator so that each registration takes a fraction of a second.
 TINY = ["--iterations", "2", "--set", "readout_draws=1", "--set", "down=8,8,8", "--set", "up=8,8,8",
@@ -188,3 +190,193 @@ def test_parse_value():
     assert parse_value("[8, 8]") == [8, 8]
     assert parse_value("None") is None and parse_value("true") is True
     assert parse_value("lncc") == "lncc"
+
+
+def outputs_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def no_staging_left(*folders: Path) -> bool:
+    return not any(p.name.startswith(".") and "dipreg" in p.name for f in folders for p in f.iterdir())
+
+
+def test_register_force_replaces_every_output_even_a_read_only_one(tmp_path, pair):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    out = tmp_path / "out"
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 0
+    (out / "warped.npy").chmod(0o444)
+    before = outputs_bytes(out)
+    assert main(["register", str(m), str(f), "--out", str(out), "--force", "--seed", "3", *TINY]) == 0
+    after = outputs_bytes(out)
+    assert set(after) == set(before) and all(after[k] != before[k] for k in after)  # all four from the new run
+    u, _ = read_displacement(out / "displacement.npy")
+    np.testing.assert_allclose(np.load(out / "warped.npy"), warp(pair.moving, u), atol=1e-9)
+    assert no_staging_left(out, tmp_path)
+
+
+@pytest.mark.parametrize("stage", ["writing", "moving into place"])
+def test_register_failure_keeps_the_old_outputs_whole(tmp_path, pair, monkeypatch, stage, capsys):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    out = tmp_path / "out"
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 0
+    before = outputs_bytes(out)
+    if stage == "writing":
+        def fail(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr("dipreg.data.io.write_displacement", fail)
+    else:
+        import os
+
+        real, calls = os.replace, []
+
+        def replace(src, dst):
+            calls.append(dst)
+            if len(calls) == 6:  # the 4 old files moved aside, then the second new one fails
+                raise OSError(5, "Input/output error")
+            return real(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+    capsys.readouterr()
+    assert main(["register", str(m), str(f), "--out", str(out), "--force", "--seed", "3", *TINY]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert outputs_bytes(out) == before
+    assert no_staging_left(out, tmp_path)
+
+
+def test_register_new_folder_is_complete_or_absent(tmp_path, pair, monkeypatch):
+    m, f = write_pair(tmp_path, pair, ".npy")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("dipreg.data.io.write_displacement", fail)
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "new"), *TINY]) == 2
+    assert not (tmp_path / "new").exists() and no_staging_left(tmp_path)
+
+
+def test_register_force_refuses_a_link_out_of_the_folder(tmp_path, pair, capsys):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    out = tmp_path / "out"
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 0
+    elsewhere = tmp_path / "precious.json"
+    elsewhere.write_text("keep me")
+    (out / "metrics.json").unlink()
+    (out / "metrics.json").symlink_to(elsewhere)
+    capsys.readouterr()
+    assert main(["register", str(m), str(f), "--out", str(out), "--force", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json" in err and "symbolic link" in err and str(elsewhere) in err
+    assert elsewhere.read_text() == "keep me" and (out / "metrics.json").is_symlink()
+
+
+@pytest.fixture
+def no_registration(monkeypatch):
+    """Fail the test if the CLI starts a registration."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the registration ran before the input was checked")
+
+    monkeypatch.setattr(sys.modules["dipreg.register"], "register", forbidden)
+
+
+def write_singular_nifti(path: Path, image: np.ndarray) -> None:
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((*image.shape, 1))
+    header.set_data_dtype(np.float32)
+    for key in ("srow_x", "srow_y", "srow_z"):
+        header[key] = 0
+    header["sform_code"], header["qform_code"] = 1, 0
+    nib.save(nib.Nifti1Image(image[:, :, None].astype(np.float32), None, header=header), str(path))
+
+
+def test_register_refuses_a_singular_affine_before_registering(tmp_path, pair, no_registration, capsys):
+    m, f = write_pair(tmp_path, pair, ".nii.gz")
+    write_singular_nifti(f, pair.fixed)
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "out"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert str(f) in err and "invertible" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["under a file", "read-only"])
+def test_register_unwritable_out_is_found_before_registering(tmp_path, pair, no_registration, monkeypatch, case,
+                                                             capsys):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    if case == "under a file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "out"
+    else:  # chmod does not stop root, so the refusal of the file system is simulated
+        out = tmp_path / "out"
+        out.mkdir()
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "cannot" in err and "Traceback" not in err
+
+
+def test_register_refuses_complex_input(tmp_path, pair, no_registration, capsys):
+    m, f = write_pair(tmp_path, pair, ".npy")
+    np.save(m, pair.moving + 1j * pair.fixed)
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "out"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert str(m) in err and "complex" in err and "np.abs" in err
+
+
+def test_register_ctrl_c_writes_the_field_reached(tmp_path, pair, monkeypatch, capsys):
+    module = sys.modules["dipreg.register"]
+    real = module.register
+
+    def interrupted(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.info["stopped"] = "interrupted"
+        raise module.RegistrationInterrupted(res.history, res)
+
+    monkeypatch.setattr(module, "register", interrupted)
+    m, f = write_pair(tmp_path, pair, ".npy")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 2 iteration(s)" in err and str(out) in err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["stopped"] == "interrupted" and report["iterations"] == 2
+    assert (out / "displacement.npy").is_file() and (out / "warped.npy").is_file()
+
+
+def test_register_ctrl_c_without_a_field_writes_nothing(tmp_path, pair, monkeypatch):
+    module = sys.modules["dipreg.register"]
+
+    def interrupted(*args, **kwargs):
+        raise module.RegistrationInterrupted([0.5], None)
+
+    monkeypatch.setattr(module, "register", interrupted)
+    m, f = write_pair(tmp_path, pair, ".npy")
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "out"), *TINY]) == 130
+    assert not (tmp_path / "out").exists() and no_staging_left(tmp_path)
+
+
+def test_register_records_threads_machine_and_the_warning(tmp_path, pair, monkeypatch, capsys):
+    module = sys.modules["dipreg.register"]
+    real = module.register
+
+    def warns(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.info["warning"] = "the registration ended worse than the unregistered pair"
+        return res
+
+    m, f = write_pair(tmp_path, pair, ".npy")
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "a"), *TINY]) == 0
+    report = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert report["torch_threads"] == torch.get_num_threads() == 1
+    assert report["machine"]["cpu_cores"] and report["warning"] is None
+    monkeypatch.setattr(module, "register", warns)
+    capsys.readouterr()
+    assert main(["register", str(m), str(f), "--out", str(tmp_path / "b"), *TINY]) == 0
+    assert "dipreg register: warning: the registration ended worse" in capsys.readouterr().err
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["warning"].startswith("the registration")

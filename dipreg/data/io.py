@@ -76,14 +76,28 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Any]:
         raise ValueError(f"{path}: not a valid NIfTI file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{path}: not a NIfTI file (nibabel read it as {type(img).__name__})")
+    _refuse_complex(img.get_data_dtype(), path)  # get_fdata drops the imaginary part silently
     return data, img
 
 
-def _affine(affine: Any) -> np.ndarray:
+def _affine(affine: Any, name: str = "affine") -> np.ndarray:
+    """``affine`` as a finite, invertible 4 x 4 float64 matrix (voxel -> world), or a ValueError naming ``name``."""
     a = np.asarray(affine, dtype=np.float64)
     if a.shape != (4, 4) or not np.all(np.isfinite(a)):
-        raise ValueError(f"affine: expected a finite 4 x 4 matrix (voxel -> world), got shape {a.shape}")
+        raise ValueError(f"{name}: expected a finite 4 x 4 matrix (voxel -> world), got shape {a.shape}"
+                         + ("" if a.shape != (4, 4) else f" with non-finite entries {a.tolist()}"))
+    sv = np.linalg.svd(a[:3, :3], compute_uv=False)
+    if sv[-1] <= 1e-12 * sv[0] or sv[0] == 0:
+        raise ValueError(f"{name}: expected an invertible 4 x 4 voxel -> world matrix (non-zero voxel sizes), got "
+                         f"the singular {a.tolist()}; fix the file's header (e.g. nibabel: img.set_sform(np.eye(4), "
+                         "code=1) and save it again) or convert the image to .npy")
     return a
+
+
+def _refuse_complex(dtype: np.dtype, path: Path) -> None:
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(f"{path}: complex values (dtype {dtype}); expected real intensities. Save the magnitude "
+                         "(np.abs(x)) or the real part (x.real) as the image instead")
 
 
 def _squeeze_2d(data: np.ndarray, affine: np.ndarray | None, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -138,14 +152,15 @@ def read_image(path: str | os.PathLike, *, channel: int | str | None = None) -> 
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: unsupported extension, unreadable or damaged file, not 2D, NaN/inf values.
+        ValueError: unsupported extension, unreadable or damaged file, not 2D, NaN/inf or complex values, a
+            NIfTI affine that is not a finite invertible matrix.
     """
     p = _existing(path)
     ext = _format(p, READ_IMAGE_FORMATS, "read_image")
     affine = None
     if ext in (".nii", ".nii.gz"):
         data, img = _load_nifti(p)
-        affine = np.asarray(img.affine, dtype=np.float64)
+        affine = _affine(img.affine, f"{p}: the NIfTI affine")
         if channel is not None:
             raise ValueError(f"channel= is only for colour PNG/JPEG/TIFF/.npy images, not NIfTI ({p})")
         data, affine = _squeeze_2d(data, affine, p)
@@ -156,6 +171,7 @@ def read_image(path: str | os.PathLike, *, channel: int | str | None = None) -> 
             raise ValueError(f"{p}: not a readable .npy array ({type(exc).__name__}: {exc})") from exc
         if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
             raise ValueError(f"{p}: expected a numeric array, got dtype {data.dtype}")
+        _refuse_complex(data.dtype, p)
         data = _channel(data, channel, p).astype(np.float64)
         data, _ = _squeeze_2d(data, None, p)
     else:
@@ -170,6 +186,7 @@ def read_image(path: str | os.PathLike, *, channel: int | str | None = None) -> 
                 data = np.asarray(iio.imread(p, plugin="pillow"))
         except Exception as exc:
             raise ValueError(f"{p}: not a readable {ext[1:].upper()} image ({type(exc).__name__}: {exc})") from exc
+        _refuse_complex(data.dtype, p)
         data = _scale_unsigned(_channel(data, channel, p))
         data, _ = _squeeze_2d(data, None, p)
     return as_image(data, str(p), allow_constant=True), affine
@@ -284,4 +301,4 @@ def read_displacement(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray |
         warnings.warn(f"read_displacement: {p} was not written by dipreg (description {descrip!r}); reading it as "
                       "pixels, [row, col], pull-back", stacklevel=2)
     u = data[:, :, 0, 0, :].transpose(2, 0, 1)
-    return as_displacement(u, str(p)), np.asarray(img.affine, dtype=np.float64)
+    return as_displacement(u, str(p)), _affine(img.affine, f"{p}: the NIfTI affine")
