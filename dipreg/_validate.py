@@ -32,6 +32,13 @@ def _tensor_to_numpy(x: Any, name: str, expected: str) -> Any:
     return x.numpy() if x.dtype == torch.bool else x.double().numpy()
 
 
+def _refuse_masked(x: Any, name: str, fix: str) -> None:
+    """A numpy masked array is ambiguous (its mask would be silently dropped): raise a TypeError naming ``fix``."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name}: expected a plain numpy array or torch tensor, got a numpy masked array (its mask "
+                        f"would be ignored); pass {fix}")
+
+
 def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
     """Return ``x`` as a finite 2D float64 array of shape (H, W), or raise.
 
@@ -39,6 +46,7 @@ def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
     singleton axis, as in (1, H, W) or (H, W, 1), is squeezed; colour images are refused.
     """
     x = _tensor_to_numpy(x, name, "a 2D real-valued image of shape (H, W)")
+    _refuse_masked(x, name, "x.filled(value) to choose what the masked pixels hold")
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
@@ -71,6 +79,7 @@ def as_image(x: Any, name: str, *, allow_constant: bool = False) -> np.ndarray:
 
 def as_mask(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     """Return ``x`` as a boolean array of ``shape``: bool, or numeric holding only 0 and 1 (NaN is refused)."""
+    _refuse_masked(x, name, "np.ma.getmaskarray(x) (masked = True) or x.filled(False) (masked = outside)")
     m = np.asarray(_tensor_to_numpy(x, name, f"a boolean mask of shape {tuple(shape)}"))
     if m.dtype != bool and not np.issubdtype(m.dtype, np.number):
         raise TypeError(f"{name}: expected a boolean mask of shape {tuple(shape)}, got dtype {m.dtype}")

@@ -35,6 +35,7 @@ What :func:`register_ants` does, and the choices it makes:
 
 from __future__ import annotations
 
+import inspect
 import os
 import tempfile
 import time
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dipreg._validate import ArrayLike, as_image, same_shape
+from dipreg.register import check_seed
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp
 
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
     from ants import ANTsImage
 
 THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"
+ANTS_MAX_SEED = 2**31 - 2
+"""The largest ``seed`` :func:`register_ants` takes: ANTs gets ``seed + 1``, which ITK parses as a signed int32."""
 
 ANTS_SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {"type_of_transform": "SyN"},
@@ -78,6 +82,31 @@ def _import_ants():
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("dipreg.ants needs the optional ANTs bindings: pip install antspyx") from exc
     return ants
+
+
+def check_ants_seed(seed: Any) -> int | None:
+    """The seed ANTs gets for ``seed`` (``seed + 1``; ``None`` stays ``None``, a clock seed), or a ValueError.
+
+    ITK parses ``--random-seed`` as a 32-bit signed int, so ``seed`` must lie in [0, 2**31 - 2].
+    """
+    if seed is None:
+        return None
+    value = check_seed(seed)
+    if value > ANTS_MAX_SEED:
+        raise ValueError(f"seed: expected an integer from 0 to 2**31 - 2 = {ANTS_MAX_SEED} for ANTs (ITK reads its "
+                         f"seed, seed + 1, as a 32-bit signed int), got {seed!r}; pick a smaller seed")
+    return value + 1
+
+
+def _check_kwargs(ants: ModuleType, kwargs: dict[str, Any]) -> None:
+    """Refuse keywords ``ants.registration`` does not name (it swallows unknown ones silently)."""
+    params = inspect.signature(ants.registration).parameters
+    valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD)
+    valid = [k for k in valid if k not in ("fixed", "moving", "type_of_transform", "outprefix")]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown keyword argument(s) {unknown} of register_ants; valid: seed, type_of_transform "
+                        f"and the options of ants.registration: {valid}")
 
 
 def _to_ants(ants, image: np.ndarray):
@@ -120,9 +149,11 @@ def register_ants(moving: ArrayLike, fixed: ArrayLike, *, type_of_transform: str
         type_of_transform: any ``ants.registration`` transform, e.g. ``"SyN"`` (the paper's
             comparator), ``"Affine"``, ``"SyNCC"``, ``"antsRegistrationSyNQuick[s]"``; see
             :data:`ANTS_SETTINGS`.
-        seed: ANTs random seed (sampling of the metric). ANTs gets ``seed + 1`` because it reads 0 as
-            "seed from the clock"; ``None`` really seeds from the clock (not reproducible).
-        **kwargs: passed on to ``ants.registration`` (e.g. ``reg_iterations``, ``syn_metric``).
+        seed: ANTs random seed (sampling of the metric), an integer from 0 to :data:`ANTS_MAX_SEED`. ANTs
+            gets ``seed + 1`` because it reads 0 as "seed from the clock"; ``None`` really seeds from the
+            clock (not reproducible).
+        **kwargs: passed on to ``ants.registration`` (e.g. ``reg_iterations``, ``syn_metric``); a keyword
+            it does not name is refused (``ants.registration`` itself would ignore it silently).
 
     Returns:
         A :class:`RegistrationResult` with ``method=f"ants-{type_of_transform}"``; ``displacement`` is
@@ -136,7 +167,8 @@ def register_ants(moving: ArrayLike, fixed: ArrayLike, *, type_of_transform: str
         and the composition of the transforms.
 
     Raises:
-        ImportError: antspyx is not installed. TypeError, ValueError: bad images or arguments.
+        ImportError: antspyx is not installed. TypeError, ValueError: bad images or arguments (an unknown
+        keyword, a seed ANTs cannot take). RuntimeError: ANTs itself failed.
     """
     mov = as_image(moving, "moving")
     fix = as_image(fixed, "fixed")
@@ -146,10 +178,9 @@ def register_ants(moving: ArrayLike, fixed: ArrayLike, *, type_of_transform: str
     for key in ("random_seed", "outprefix"):
         if key in kwargs:
             raise TypeError(f"{key}: set by register_ants itself; use seed= for the random seed")
-    if seed is not None and (isinstance(seed, bool) or int(seed) != seed or seed < 0):
-        raise ValueError(f"seed: expected a non-negative integer or None, got {seed!r}")
+    ants_seed = check_ants_seed(seed)
     ants = _import_ants()
-    ants_seed = None if seed is None else int(seed) + 1
+    _check_kwargs(ants, kwargs)
 
     start = time.perf_counter()
     fixed_img, moving_img = _to_ants(ants, fix), _to_ants(ants, mov)

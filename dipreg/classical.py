@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.losses import get_loss
-from dipreg.register import RegistrationError, Step, _progress, resolve_device
+from dipreg.register import RegistrationError, Step, _progress, check_seed, resolve_device
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, resize_displacement, warp, warp_tensor
 
@@ -156,6 +156,11 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     mov = as_image(moving, "moving")
     fix = as_image(fixed, "fixed")
     same_shape(mov, fix, "moving", "fixed")
+    if seed is not None:
+        seed = check_seed(seed)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a function called with a Step after every step (or None), got "
+                        f"{callback!r}")
     if regularizer not in REGULARIZERS:
         raise ValueError(f"regularizer: expected one of {sorted(REGULARIZERS)}, got {regularizer!r}")
     loss_fn = get_loss(loss)

@@ -95,6 +95,11 @@ def ssim(a: ArrayLike, b: ArrayLike, *, data_range: float = 1.0, win_size: int =
         inner &= as_mask(mask, "mask", x.shape)
         if not inner.any():
             raise ValueError(f"mask: no masked pixel lies inside the SSIM border ({pad} pixels wide)")
+    # Rescale by a power of two near the largest magnitude: exact in floating point (so the same value to the
+    # last bit for ordinary images), and SSIM is invariant to a common scale of a, b and data_range; without
+    # it, intensities around 1e154 overflow x * x.
+    exponent = np.frexp(max(float(np.abs(x).max()), float(np.abs(y).max()), data_range))[1]
+    x, y, data_range = np.ldexp(x, -exponent), np.ldexp(y, -exponent), float(np.ldexp(data_range, -exponent))
     cov_norm = win_size**2 / (win_size**2 - 1.0)
     ux, uy = filt(x), filt(y)
     vx = cov_norm * (filt(x * x) - ux * ux)

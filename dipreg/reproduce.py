@@ -25,6 +25,7 @@ method (and the pooled per-pixel SD of det J), :func:`paper_table` the paper's T
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import importlib.util
@@ -36,7 +37,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,9 @@ def _plan_methods(methods: Sequence[str], *, preset: str | None, device: Any, se
                                 warmup=warm_classical))
         elif name.startswith("ants-") and len(name) > 5:
             setting = name[5:]
-            from dipreg.ants import ANTS_SETTINGS  # imports no ants itself
+            from dipreg.ants import ANTS_SETTINGS, check_ants_seed  # imports no ants itself
+
+            check_ants_seed(seed)  # a seed ANTs cannot take fails here, not once per pair
 
             kwargs = dict(ANTS_SETTINGS.get(setting, {"type_of_transform": setting}))
             kwargs.update(opts)
@@ -283,7 +286,11 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
         p = p / RESULTS_FILE
     if not p.exists():
         raise FileNotFoundError(f"no results file at {p}")
-    text = p.read_text(encoding="utf-8", errors="strict")
+    try:
+        text = p.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p} is not UTF-8 text (byte {exc.start}: {exc.reason}), so not a results file of "
+                         f"dipreg (or a damaged one); {_move_away_hint(p)}") from None
     return _parse_results(text, p)
 
 
@@ -410,6 +417,54 @@ def _check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan
                              f"Run with the same settings to resume, or {hint}")
 
 
+LOCK_FILE = "reproduce.lock"
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[Path]:
+    """Hold ``out/reproduce.lock`` (created exclusively, holding this process id) while the body runs.
+
+    A lock whose process is still running refuses the run (FileExistsError); one left by a process that
+    no longer runs (killed) is taken over, with a message.
+    """
+    lock = out / LOCK_FILE
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = lock.read_text(encoding="utf-8").strip()
+            except OSError:
+                holder = ""
+            if attempt or not holder.isdigit() or _pid_running(int(holder)):
+                who = f"process {holder}" if holder.isdigit() else "a run whose process id it does not hold"
+                raise FileExistsError(
+                    f"{out} is in use by another dipreg reproduce ({who}, lock file {lock}); two runs on one "
+                    f"folder would both write every row. Wait for it to end, or pass another --out. If no run "
+                    f"is using it, delete {lock}") from None
+            _say(f"taking over {lock}: the run that left it (process {holder}) is no longer running")
+            lock.unlink(missing_ok=True)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()}\n")
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _pid_running(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n", encoding="utf-8")
@@ -441,7 +496,7 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
               preset: str | None = None, device: str | None = None, seed: int = 0, progress: bool = True,
               overrides: dict[str, Any] | None = None, method_options: dict[str, dict[str, Any]] | None = None,
               command: str | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
-              compile: bool = False) -> Path:  # noqa: A002
+              compile: bool = False, jobs: int = 1) -> Path:  # noqa: A002
     """Run every method on every LGG pair and append one row per (pair, method) to ``out_dir/results.csv``.
 
     Args:
@@ -463,25 +518,33 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
         on_row: called with each row dict right after it is written.
         compile: DIP through ``torch.compile`` (:func:`dipreg.register`); compiled in the untimed warm-up
             run before the first pair, so ``seconds`` holds no compilation. Recorded in the run's provenance.
+        jobs: run the pairs in this many worker processes (``"spawn"``ed, one torch thread each, every
+            method warmed up once per process); 1 (default) runs them here, one after the other. The rows
+            are the same as a serial run with one torch thread (``seconds`` and ``date`` aside), written by
+            this process one at a time in the same order; on an interrupt the rows already finished are
+            written and the runs in flight are lost. Recorded in the run's provenance.
 
     Returns:
         The path of ``results.csv``.
 
     Resume: finished rows already in ``results.csv`` are skipped; they must come from the same protocol,
     slice, channel, size, seed and method configurations, else a ValueError explains the mismatch. A
-    failing registration (RegistrationError, or a ValueError from the method) becomes a row with the
-    message in ``error`` and NaN metrics, and the run goes on; so does a pair whose files cannot be read
-    (an ``unreadable data`` row per method). A resumed run removes those rows and runs them again.
+    failing registration (a RuntimeError such as RegistrationError or an ANTs failure, or a ValueError from
+    the method) becomes a row with the message in ``error`` and NaN metrics, and the run goes on; so does a
+    pair whose files cannot be read (an ``unreadable data`` row per method). A resumed run removes those rows
+    and runs them again.
     With ``size``, every method first runs once on a random pair of that size, so a setting that cannot
     work at that size is refused before the first pair.
 
+    Only one run may use ``out_dir`` at a time: the run holds the lock file ``out_dir/reproduce.lock`` (its
+    process id) until it ends; a lock left by a process that is no longer running is taken over.
+
     Raises:
-        ValueError, TypeError, FileNotFoundError: bad arguments, no data, an incompatible results file.
+        ValueError, TypeError, FileNotFoundError: bad arguments, no data, an incompatible results file or a
+        damaged provenance.json. FileExistsError: another run holds ``out_dir``.
     """
-    from dipreg import __version__
     from dipreg.data import default_lgg_root, find_root, lgg_pairs
-    from dipreg.data.lgg import _channel_name
-    from dipreg.register import RegistrationError, resolve_device
+    from dipreg.register import resolve_device
 
     if root is None:
         found = default_lgg_root()
@@ -500,6 +563,9 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
     seed = int(seed)
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
+        raise ValueError(f"jobs: expected an integer >= 1 (worker processes), got {jobs!r}")
+    jobs = int(jobs)
     dev = resolve_device(device)
     plan = _plan_methods(methods, preset=preset, device=dev, seed=seed, progress=progress, overrides=overrides,
                          method_options=method_options, compile=compile)
@@ -511,7 +577,24 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir: {out} is a file, not a folder; pass a folder for results.csv")
     out.mkdir(parents=True, exist_ok=True)
+    with _run_lock(out):
+        return _run(out, data_root, pairs_iter, unreadable, plan, dev, jobs=jobs, protocol=protocol, slice=slice,
+                    channel=channel, size=size, seed=seed, limit=limit, preset=preset, overrides=overrides,
+                    method_options=method_options, command=command, on_row=on_row, compile=compile,
+                    progress=progress)
+
+
+def _run(out: Path, data_root: Path, pairs_iter: Iterable[Any], unreadable: list[tuple[str, str, Exception]],
+         plan: list[_Method], dev: Any, *, jobs: int, protocol: str, slice: int | str,  # noqa: A002
+         channel: str | int | None, size: int | None, seed: int, limit: int | None, preset: str | None,
+         overrides: dict[str, Any] | None, method_options: dict[str, dict[str, Any]] | None, command: str | None,
+         on_row: Callable[[dict[str, Any]], None] | None, compile: bool, progress: bool) -> Path:  # noqa: A002
+    """The body of :func:`reproduce` once its output folder is locked."""
+    from dipreg import __version__
+    from dipreg.data.lgg import _channel_name
+
     results = out / RESULTS_FILE
+    previous = _read_provenance(out / PROVENANCE_FILE)  # a damaged one is refused before anything is written
     if results.exists() and results.stat().st_size > 0:
         rows = load_results(results)
     else:
@@ -541,9 +624,9 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
         _say(f"antspyx is not installed, so {skipped} will be skipped (pip install antspyx to run them)")
 
     commit = git_commit()
-    _write_provenance(out, data_root=data_root, expected=expected, limit=limit, plan=plan, skipped=skipped,
-                      preset=preset, overrides=overrides, device=dev, command=command, commit=commit,
-                      resumed=len(rows), compile=compile)
+    _write_provenance(out, previous, data_root=data_root, expected=expected, limit=limit, plan=plan,
+                      skipped=skipped, preset=preset, overrides=overrides, device=dev, command=command,
+                      commit=commit, resumed=len(rows), compile=compile, jobs=jobs)
     if rows:
         _say(f"resuming {results}: {len(rows)} finished row(s) kept")
 
@@ -552,58 +635,151 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="reproduce", unit="run", total=_count_pairs(data_root, protocol, limit) * len(available))
-    def record_unreadable() -> None:  # an error row per method, so the run goes on to the next pair
-        while unreadable:
-            m_id, f_id, exc = unreadable.pop(0)
-            _say(f"cannot read the pair {m_id} -> {f_id}: {exc}")
-            for method in available:
-                if (f"{m_id}->{f_id}", method.name) in done:
-                    continue
-                row = _row_base(method, m_id, f_id, expected, dev, commit, __version__)
-                row.update({k: math.nan for k in METRICS}, seconds=math.nan, iterations=None, date=_now(),
-                           error=f"unreadable data: {type(exc).__name__}: {exc}".replace("\n", " "))
-                _append_row(results, row)
-                done.add((row["pair"], method.name))
-                if bar is not None:
-                    bar.update(1)
-                if on_row is not None:
-                    on_row(row)
 
-    try:
+    def work() -> Iterator[tuple[_Method | None, Any]]:
+        """``(method, pair)`` for every run still to do, in order; ``(None, row)`` for the error row of each
+        method on a pair whose files cannot be read (so the run goes on to the next pair)."""
+        def unreadable_rows() -> Iterator[tuple[None, dict[str, Any]]]:
+            while unreadable:
+                m_id, f_id, exc = unreadable.pop(0)
+                _say(f"cannot read the pair {m_id} -> {f_id}: {exc}")
+                for method in list(available):
+                    if (f"{m_id}->{f_id}", method.name) in done:
+                        continue
+                    row = _row_base(method, m_id, f_id, expected, dev, commit, __version__)
+                    row.update({k: math.nan for k in METRICS}, seconds=math.nan, iterations=None, date=_now(),
+                               error=f"unreadable data: {type(exc).__name__}: {exc}".replace("\n", " "))
+                    yield None, row
+
         for pair in pairs_iter:
-            record_unreadable()
+            yield from unreadable_rows()
             if size is not None:
                 pair = pair.resized(int(size))
             for method in list(available):
-                key = (pair.id, method.name)
-                if key in done:
+                if (pair.id, method.name) in done:
                     if bar is not None:
                         bar.update(1)
                     continue
+                yield method, pair
+        yield from unreadable_rows()
+
+    def write(method: _Method | None, row: dict[str, Any] | None) -> None:
+        """Append one finished row (the parent process only), or drop a method whose ants vanished."""
+        if row is None:
+            if method in available:
+                _say(f"antspyx could not be imported, so {method.name} is skipped")
+                available.remove(method)
+            return
+        _append_row(results, row)
+        done.add((row["pair"], row["method"]))
+        if bar is not None:
+            bar.update(1)
+        if on_row is not None:
+            on_row(row)
+
+    try:
+        if jobs == 1:
+            for method, item in work():
+                if method is None:
+                    write(None, item)
+                    continue
                 if bar is not None:
-                    bar.set_postfix_str(f"{method.name} {pair.moving_id.split(':')[0]}", refresh=True)
+                    bar.set_postfix_str(f"{method.name} {item.moving_id.split(':')[0]}", refresh=True)
                 if method.warmup is not None and method.name not in warmed:
                     warmed.add(method.name)  # one short untimed run: the first timing then holds no start-up cost
-                    try:
-                        method.warmup(pair)
-                    except Exception:  # the real run reports any problem
-                        pass
-                row = _run_one(method, pair, expected, dev, commit, __version__, RegistrationError)
-                if row is None:  # ants vanished at run time
-                    _say(f"antspyx could not be imported, so {method.name} is skipped")
-                    available.remove(method)
-                    continue
-                _append_row(results, row)
-                done.add(key)
-                if bar is not None:
-                    bar.update(1)
-                if on_row is not None:
-                    on_row(row)
-        record_unreadable()
+                    _warm_up(method, item)
+                write(method, _run_one(method, item, expected, dev, commit, __version__))
+        else:
+            worker = {"methods": [m.name for m in available], "preset": preset, "device": str(dev), "seed": seed,
+                      "overrides": overrides, "method_options": method_options, "compile": compile,
+                      "expected": expected, "commit": commit}
+            _run_parallel(work(), jobs, worker, write, results)
     finally:
         if bar is not None:
             bar.close()
     return results
+
+
+def _warm_up(method: _Method, pair: Any) -> None:
+    try:
+        method.warmup(pair)
+    except Exception:  # the real run reports any problem
+        pass
+
+
+# State of a worker process of ``reproduce(jobs > 1)``: its plan of methods and what each row records.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(spec: dict[str, Any]) -> None:
+    """Set up a worker process: one torch thread, Ctrl-C left to the parent, the methods built here."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+    torch.set_num_threads(1)
+    from dipreg.register import resolve_device
+
+    dev = resolve_device(spec["device"])
+    plan = _plan_methods(spec["methods"], preset=spec["preset"], device=dev, seed=spec["seed"], progress=False,
+                         overrides=spec["overrides"], method_options=spec["method_options"], compile=spec["compile"])
+    _WORKER.update(spec, plan={m.name: m for m in plan}, dev=dev, warmed=set())
+
+
+def _worker_run(name: str, pair: Any) -> dict[str, Any] | None:
+    """One (pair, method) run in a worker process: the row :func:`_run_one` makes (``None``: ants vanished)."""
+    from dipreg import __version__
+
+    method = _WORKER["plan"][name]
+    if method.warmup is not None and name not in _WORKER["warmed"]:
+        _WORKER["warmed"].add(name)  # each process warms up once, untimed, as the serial run does
+        _warm_up(method, pair)
+    return _run_one(method, pair, _WORKER["expected"], _WORKER["dev"], _WORKER["commit"], __version__)
+
+
+def _run_parallel(work: Iterator[tuple[_Method | None, Any]], jobs: int, spec: dict[str, Any],
+                  write: Callable[[_Method | None, dict[str, Any] | None], None], results: Path) -> None:
+    """Run ``work`` in ``jobs`` spawned worker processes; the parent writes the rows in the order of ``work``.
+
+    At most ``2 * jobs`` items are in flight. On an interrupt or an error the rows already finished are written
+    (without ``on_row``), the others are dropped and the workers are stopped, so a resumed run redoes only those.
+    """
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(spec,))
+    queue: deque[tuple[_Method | None, Any]] = deque()
+    finished = False
+    try:
+        exhausted = False
+        while True:
+            while not exhausted and len(queue) < 2 * jobs:
+                method, item = next(work, (None, None))
+                if item is None:
+                    exhausted = True
+                elif method is None:
+                    queue.append((None, item))
+                else:
+                    queue.append((method, pool.submit(_worker_run, method.name, item)))
+            if not queue:
+                break
+            method, item = queue.popleft()
+            write(method, item.result() if isinstance(item, Future) else item)
+        finished = True
+    finally:
+        if not finished:
+            for _, item in queue:
+                ready = not isinstance(item, Future) or (item.done() and not item.cancelled()
+                                                         and item.exception() is None)
+                row = (item.result() if isinstance(item, Future) else item) if ready else None
+                if row is not None:
+                    _append_row(results, row)
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):  # do not wait for long runs
+                proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _count_pairs(root: Path, protocol: str, limit: int | None) -> int:
@@ -621,8 +797,8 @@ def _row_base(method: _Method, moving_id: str, fixed_id: str, expected: dict[str
             "device": "cpu" if method.needs_ants else str(dev)}
 
 
-def _run_one(method: _Method, pair: Any, expected: dict[str, str], dev: Any, commit: str, version: str,
-             registration_error: type) -> dict[str, Any] | None:
+def _run_one(method: _Method, pair: Any, expected: dict[str, str], dev: Any, commit: str,
+             version: str) -> dict[str, Any] | None:
     row = _row_base(method, pair.moving_id, pair.fixed_id, expected, dev, commit, version)
     start = time.perf_counter()
     try:
@@ -631,7 +807,7 @@ def _run_one(method: _Method, pair: Any, expected: dict[str, str], dev: Any, com
         if method.needs_ants:
             return None
         raise
-    except (registration_error, ValueError, FloatingPointError) as exc:
+    except (RuntimeError, ValueError, FloatingPointError) as exc:  # RegistrationError, an ANTs failure, ...
         row.update({k: math.nan for k in METRICS})
         row.update(seconds=time.perf_counter() - start, iterations=len(getattr(exc, "history", []) or []) or None,
                    error=f"{type(exc).__name__}: {exc}".replace("\n", " "), date=_now())
@@ -643,23 +819,35 @@ def _run_one(method: _Method, pair: Any, expected: dict[str, str], dev: Any, com
     return row
 
 
-def _write_provenance(out: Path, *, data_root: Path, expected: dict[str, str], limit: int | None,
-                      plan: list[_Method], skipped: list[str], preset: str | None, overrides: dict[str, Any] | None,
-                      device: Any, command: str | None, commit: str, resumed: int, compile: bool) -> None:
+def _read_provenance(path: Path) -> dict[str, Any]:
+    """The ``provenance.json`` at ``path`` (``{}`` if there is none); a damaged one raises a ValueError."""
+    if not path.exists():
+        return {}
+    try:
+        prov = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        prov = exc
+    if not isinstance(prov, dict):
+        why = f"{type(prov).__name__}: {prov}" if isinstance(prov, Exception) else "not a JSON object"
+        raise ValueError(f"{path} is damaged ({why}); it records the earlier runs of the results beside it, so "
+                         f"it is not replaced. Repair it, or move it away (the results are kept; this run starts "
+                         f"a new record), or pass a new output folder (--out) to start a separate run")
+    return prov
+
+
+def _write_provenance(out: Path, previous: dict[str, Any], *, data_root: Path, expected: dict[str, str],
+                      limit: int | None, plan: list[_Method], skipped: list[str], preset: str | None,
+                      overrides: dict[str, Any] | None, device: Any, command: str | None, commit: str, resumed: int,
+                      compile: bool, jobs: int) -> None:
     from dipreg import __version__
 
     path = out / PROVENANCE_FILE
-    previous: dict[str, Any] = {}
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            previous = {}
     run = {
         "date": _now(),
         "command": command if command is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "rows_already_done": resumed,
         "dip_compile": compile,
+        "jobs": jobs,
         "machine": machine_info(),
         "versions": versions(),
         "git_commit": commit,

@@ -117,3 +117,22 @@ def test_missing_antspyx_says_how_to_install(monkeypatch, phantom):
     monkeypatch.setitem(sys.modules, "ants", None)  # makes ``import ants`` raise ImportError
     with pytest.raises(ImportError, match="pip install antspyx"):
         register_ants(phantom, phantom)
+
+
+def test_seeds_and_keywords_are_checked_as_register_checks_them(phantom):
+    from dipreg.ants import ANTS_MAX_SEED, check_ants_seed
+
+    assert check_ants_seed(None) is None and check_ants_seed(ANTS_MAX_SEED) == 2**31 - 1  # ITK's int32 maximum
+    with pytest.raises(ValueError, match=r"seed: expected an integer from 0 to 2\*\*31 - 2 = 2147483646 for ANTs"):
+        register_ants(phantom, phantom, seed=2**31 - 1)
+    with pytest.raises(ValueError, match=r"seed: expected an integer from 0 to 2\*\*63 - 1, got 'a'"):
+        register_ants(phantom, phantom, seed="a")
+    with pytest.raises(ValueError, match="seed: expected an integer"):
+        register_ants(phantom, phantom, seed=1.5)
+
+
+def test_unknown_keywords_are_refused(ants, phantom):
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) \['bogus'\].*valid: .*reg_iterations"):
+        register_ants(phantom, phantom, bogus=1)
+    with pytest.raises(TypeError, match=r"\['callback'\]"):
+        register_ants(phantom, phantom, callback=5)

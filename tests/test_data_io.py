@@ -185,3 +185,35 @@ def test_an_npy_of_two_channels_is_not_taken_for_grey_and_alpha(tmp_path):
     np.save(path, np.zeros((16, 16, 2)))
     with pytest.raises(ValueError, match="read_displacement"):
         read_image(path)
+
+
+def test_a_singular_nifti_affine_is_refused_on_reading(tmp_path, image):
+    header = nib.Nifti1Header()
+    header.set_data_shape((*image.shape, 1))
+    header.set_data_dtype(np.float32)
+    for key in ("srow_x", "srow_y", "srow_z"):
+        header[key] = 0
+    header["sform_code"], header["qform_code"] = 1, 0
+    path = tmp_path / "zero.nii.gz"
+    nib.save(nib.Nifti1Image(image[:, :, None].astype(np.float32), None, header=header), str(path))
+    assert np.all(nib.load(str(path)).affine[:3] == 0)
+    with pytest.raises(ValueError, match="invertible 4 x 4") as info:
+        read_image(path)
+    assert str(path) in str(info.value) and "set_sform" in str(info.value)
+    with pytest.raises(ValueError, match="affine: expected an invertible"):
+        write_image(tmp_path / "out.nii.gz", image, np.zeros((4, 4)))
+
+
+@pytest.mark.parametrize("ext", [".npy", ".nii.gz", ".tif"])
+def test_complex_images_are_refused(tmp_path, image, ext):
+    data = (image + 1j * image[::-1]).astype(np.complex64)
+    path = tmp_path / f"c{ext}"
+    if ext == ".npy":
+        np.save(path, data)
+    elif ext == ".tif":
+        tifffile.imwrite(path, data)
+    else:
+        nib.save(nib.Nifti1Image(data[:, :, None], np.eye(4)), str(path))
+    with pytest.raises(ValueError, match="complex values") as info:
+        read_image(path)
+    assert str(path) in str(info.value) and "np.abs" in str(info.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -378,3 +379,113 @@ def test_an_unreadable_slice_costs_its_pair_only_and_is_retried_on_resume(tmp_pa
     damaged.write_bytes(good)
     again = load_results(reproduce(root, tmp_path / "run", methods=("dip",), **KW))
     assert [r["error"] for r in again] == ["", ""] and again[1]["fixed_id"] == f"{PATIENTS[2]}_2:flair"
+
+
+def test_an_ants_failure_becomes_an_error_row(lgg, tmp_path, monkeypatch):
+    import dipreg.ants
+
+    def broken(moving, fixed, **kwargs):
+        raise RuntimeError("Registration failed with error code 1")
+
+    monkeypatch.setattr(rp, "_ants_available", lambda: True)
+    monkeypatch.setattr(dipreg.ants, "register_ants", broken)
+    rows = load_results(reproduce(lgg, tmp_path / "run", methods=("classical", "ants-SyN"), **KW))
+    assert [r["method"] for r in rows] == ["classical", "ants-SyN"] * 2
+    assert all(r["error"] == "RuntimeError: Registration failed with error code 1" for r in rows[1::2])
+    assert all(r["error"] == "" for r in rows[::2])
+
+
+def test_a_seed_ants_cannot_take_is_refused_before_any_pair(lgg, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["reproduce", "--data", str(lgg), "--out", str(out), "--methods", "ants-SyN", "--seed",
+                 "2147483647", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "2**31 - 2" in err and "Traceback" not in err and not (out / "results.csv").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(lgg, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "reproduce.lock").write_text(f"{os.getpid()}\n")  # a running process holds it
+    with pytest.raises(FileExistsError, match=f"in use by another dipreg reproduce \\(process {os.getpid()}"):
+        _classical_run(lgg, out, limit=1)
+    assert not (out / "results.csv").exists() and (out / "reproduce.lock").exists()
+    assert main(["reproduce", "--data", str(lgg), "--out", str(out), "--methods", "classical", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "reproduce.lock" in err and "another --out" in err and "Traceback" not in err
+
+
+def test_a_stale_lock_is_taken_over_and_the_lock_is_removed_at_the_end(lgg, tmp_path, capsys):
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "reproduce.lock").write_text(f"{dead.pid}\n")
+    seen = []
+    _classical_run(lgg, out, limit=1, on_row=lambda row: seen.append((out / "reproduce.lock").read_text()))
+    assert seen == [f"{os.getpid()}\n"]  # held by this run while it ran
+    assert f"process {dead.pid}) is no longer running" in capsys.readouterr().err
+    assert not (out / "reproduce.lock").exists() and len(load_results(out / "results.csv")) == 1
+
+
+def test_the_lock_is_released_when_a_run_fails(lgg, tmp_path):
+    out = tmp_path / "run"
+    _classical_run(lgg, out, limit=1)
+    with pytest.raises(ValueError, match="size"):
+        _classical_run(lgg, out, limit=1, size=32)
+    assert not (out / "reproduce.lock").exists()
+
+
+def test_a_damaged_provenance_is_refused_not_replaced(lgg, tmp_path):
+    out = tmp_path / "run"
+    path = _classical_run(lgg, out, limit=1)
+    prov = out / "provenance.json"
+    prov.write_text('{"runs": [')
+    results = path.read_bytes()
+    with pytest.raises(ValueError, match="provenance.json is damaged") as info:
+        _classical_run(lgg, out)
+    assert "move it away" in str(info.value)
+    assert prov.read_text() == '{"runs": [' and path.read_bytes() == results
+
+
+def test_a_results_file_that_is_not_utf8_names_the_file_and_the_fix(tmp_path):
+    bad = tmp_path / "results.csv"
+    bad.write_bytes(b"pair,moving_id\n\xff\xfe broken\n")
+    with pytest.raises(ValueError, match="not UTF-8") as info:
+        load_results(bad)
+    assert str(bad) in str(info.value) and "--out" in str(info.value)
+
+
+VALUES = [c for c in COLUMNS if c not in ("seconds", "date")]
+
+
+def test_jobs_gives_the_rows_of_a_serial_run_and_resumes(lgg, tmp_path):
+    """Two worker processes: the same rows as a serial run with one thread (bit for bit), in the same order;
+    an interrupted parallel run keeps its finished rows and a resumed one adds the rest, no duplicates."""
+    serial = load_results(reproduce(lgg, tmp_path / "serial", methods=("dip", "classical"), **KW))
+
+    def stop(row):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "par"
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(lgg, out, methods=("dip", "classical"), jobs=2, on_row=stop, **KW)
+    first = load_results(out / "results.csv")
+    assert 1 <= len(first) <= 4 and not (out / "reproduce.lock").exists()
+    reproduce(lgg, out, methods=("dip", "classical"), jobs=2, **KW)
+    rows = load_results(out / "results.csv")
+    keys = [(r["pair"], r["method"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4
+    by_key = {(r["pair"], r["method"]): r for r in rows}
+    for r in serial:
+        other = by_key[(r["pair"], r["method"])]
+        for col in VALUES:
+            assert other[col] == r[col] or (isinstance(r[col], float) and math.isnan(r[col])
+                                            and math.isnan(other[col])), col
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [run["jobs"] for run in prov["runs"]] == [2, 2]
+    # an uninterrupted parallel run writes the serial order
+    fresh = load_results(reproduce(lgg, tmp_path / "par2", methods=("dip", "classical"), jobs=2, **KW))
+    assert [(r["pair"], r["method"]) for r in fresh] == [(r["pair"], r["method"]) for r in serial]

@@ -71,12 +71,13 @@ def _load_nifti(path: Path) -> tuple[np.ndarray, Any]:
 
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.get_fdata(dtype=np.float64))
+        real = not np.issubdtype(img.get_data_dtype(), np.complexfloating)  # get_fdata drops imaginary parts
+        data = np.asarray(img.get_fdata(dtype=np.float64)) if real else None
     except Exception as exc:  # nibabel raises many types for damaged files (ImageFileError, EOFError, zlib...)
         raise ValueError(f"{path}: not a valid NIfTI file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ValueError(f"{path}: not a NIfTI file (nibabel read it as {type(img).__name__})")
-    _refuse_complex(img.get_data_dtype(), path)  # get_fdata drops the imaginary part silently
+    _refuse_complex(img.get_data_dtype(), path)
     return data, img
 
 
