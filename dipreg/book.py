@@ -72,3 +72,28 @@ def stored(name: str) -> Path:
         have = sorted(p.name for p in STORED.iterdir()) if STORED.is_dir() else []
         raise FileNotFoundError(f"no stored book result {name!r} in {STORED}; stored: {have}")
     return path
+
+
+class _Text:
+    """A glued value shown as its text, without the quotes a ``str``'s repr would add."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def glue(name: str, value: object, fmt: str = "") -> str:
+    """Make ``value``, formatted with ``fmt`` (e.g. ``".2f"``), available to the chapter's prose as
+    ``{glue:text}`name```, so that every number in the text is the one this run computed, on any
+    profile. Returns the text. In the book build this is MyST-NB's ``glue`` (nothing is shown); where
+    MyST-NB is not installed (Colab) the value is printed instead, so the reader still sees it."""
+    text = format(value, fmt)
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        print(f"[{name} = {text}]")
+    else:
+        myst_glue(name, _Text(text), display=False)
+    return text

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summarize", help="mean ± SD per method of a results.csv")
     summ.add_argument("results", help="results.csv (or the folder holding it)")
     summ.add_argument("--json", action="store_true", help="print JSON")
+    grade = sub.add_parser("grade", help="grade student notebooks: each code exercise's check (dipreg.grade)")
+    grade.add_argument("notebooks", nargs="+", help="the notebooks (.ipynb) to grade")
+    grade.add_argument("--json", dest="json_out", help="also write the reports to this JSON file")
     return parser
 
 
@@ -438,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_info(args)
         if args.command == "reproduce":
             return cmd_reproduce(args, argv)
+        if args.command == "grade":
+            from dipreg.grade import main as grade_main
+
+            return grade_main(args.notebooks, args.json_out)
         return cmd_summarize(args)
     except (CLIError, ValueError, TypeError, OSError, ImportError, RegistrationError) as exc:
         msg = str(exc).strip().replace("\n", " ") or type(exc).__name__

@@ -1,5 +1,8 @@
 """Keep the book's notebooks in shape: the Colab install cell first, no outputs, solution code collapsed.
 
+The install cell is tagged ``remove-cell``: it runs first in Colab and in the build, but the HTML page
+starts with the chapter's title.
+
     python scripts/sync_notebooks.py          # rewrite book/*.ipynb in place
     python scripts/sync_notebooks.py --check  # exit 1 and name the notebooks that would change
 
@@ -17,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "colab-install"
+HIDE = "remove-cell"  # MyST-NB executes the cell but leaves it out of the HTML page
 SOLUTION = "solution"
 
 
@@ -36,12 +40,12 @@ def install_source(config: Path = ROOT / "_config.yml") -> str:
 
 
 def normalise(nb: dict, install: str) -> dict:
-    """Return the notebook with the install cell first, every output stripped, solution code cells collapsed
-    (Jupyter's ``source_hidden``, Colab's form view) and every cell given an id (nbformat 4.5 requires one;
-    a missing id gets ``cell-<index>``, unique within the notebook)."""
+    """Return the notebook with the install cell first (hidden in the HTML), every output stripped, solution
+    code cells collapsed (Jupyter's ``source_hidden``, Colab's form view) and every cell given an id
+    (nbformat 4.5 requires one; a missing id gets ``cell-<index>``, unique within the notebook)."""
     cells = [c for c in nb["cells"] if TAG not in c.get("metadata", {}).get("tags", [])]
     first = {"cell_type": "code", "execution_count": None, "id": "colab-install",
-             "metadata": {"tags": [TAG]}, "outputs": [], "source": install.splitlines(keepends=True)}
+             "metadata": {"tags": [TAG, HIDE]}, "outputs": [], "source": install.splitlines(keepends=True)}
     taken = {c["id"] for c in cells if "id" in c} | {first["id"]}
     for i, c in enumerate(cells, start=1):
         if c["cell_type"] == "code":

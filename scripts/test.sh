@@ -7,4 +7,5 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 ruff check .
 python scripts/sync_notebooks.py --check
+python scripts/student_notebooks.py --check
 python -m pytest -q "$@"

@@ -4,12 +4,18 @@ random input and say *what* is wrong (shape, convention, sign, tolerance), not j
 Each chapter's checks live in a module here (``dipreg.checks.warping``, ...). A check returns ``True``
 when the student's function agrees with the reference, prints a hint and returns ``False`` while the
 function still raises ``NotImplementedError`` (so an unfinished notebook still runs), and raises
-:class:`CheckFailed` with a diagnosis otherwise.
+:class:`CheckFailed` with a diagnosis otherwise. That is the form the chapters use.
+
+For grading, :func:`result` runs any check and returns a :class:`CheckResult` (passed, points,
+diagnosis) instead of printing and raising; ``python -m dipreg grade`` (:mod:`dipreg.grade`) builds on it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +24,51 @@ import torch
 
 class CheckFailed(AssertionError):
     """The student's function disagrees with the reference; the message says how."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check, for grading: ``points`` of ``max_points`` and what the check said.
+
+    ``status`` is ``"passed"``, ``"failed"`` (a wrong answer, ``diagnosis`` says how), ``"not implemented"``
+    (the stub still raises NotImplementedError) or ``"missing"`` (no function of that name to check).
+    Truthy when passed, so ``assert result(...)`` reads naturally.
+    """
+
+    name: str
+    passed: bool
+    points: float
+    max_points: float
+    diagnosis: str
+    status: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary."""
+        return asdict(self)
+
+
+def result(check: Callable[..., bool], *args: Any, points: float = 1.0, name: str | None = None,
+           **kwargs: Any) -> CheckResult:
+    """Run ``check(*args, **kwargs)`` (any ``check_*`` of this package) and return a :class:`CheckResult`
+    instead of printing or raising: full ``points`` when it passes, none otherwise, with the check's
+    diagnosis. Nothing is printed."""
+    name = name or getattr(check, "__name__", "check").removeprefix("check_")
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            ok = check(*args, **kwargs)
+    except CheckFailed as exc:
+        return CheckResult(name, False, 0.0, float(points), str(exc), "failed")
+    except Exception as exc:  # a check that cannot even run the function (e.g. it is not callable)
+        return CheckResult(name, False, 0.0, float(points), f"the check could not run: {type(exc).__name__}: {exc}",
+                           "failed")
+    said = out.getvalue().strip()
+    if ok:
+        return CheckResult(name, True, float(points), float(points), said, "passed")
+    return CheckResult(name, False, 0.0, float(points), said or "not implemented yet", "not implemented")
 
 
 def _to_numpy(x: Any) -> np.ndarray:

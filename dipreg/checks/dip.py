@@ -314,3 +314,43 @@ def _stopping_case(rng: np.random.Generator) -> tuple[tuple, int, Variants]:
 def check_stopping_iteration(fn: Callable[[Sequence[float], int, float], int], *, seed: int | None = None) -> bool:
     """Check ``fn(losses, patience, min_delta) -> iterations run`` against the rule of :func:`dipreg.register`."""
     return check_cases(fn, _stopping_case, "stopping iteration", trials=6, seed=seed, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 7: scaling and squaring
+
+def _velocity_case(rng: np.random.Generator) -> tuple[tuple, torch.Tensor, Variants]:
+    from dipreg.transform import integrate_velocity
+
+    h, w = int(rng.integers(18, 30)), int(rng.integers(18, 30))
+    amp = rng.uniform(2.0, 5.0)
+    v = torch.from_numpy(np.stack([_smooth(rng, (h, w), 4.0), _smooth(rng, (h, w), 4.0)])[None] * amp)
+    steps = int(rng.integers(3, 7))
+
+    def squarings(u: torch.Tensor, k: int, *, padding: str = "border", add: bool = True) -> torch.Tensor:
+        for _ in range(k):
+            u = (u if add else 0) + warp_tensor(u, u, padding_mode=padding)
+        return u
+
+    variants: Variants = {
+        "v was not scaled down first: start from u_0 = v / 2**steps, then compose `steps` times":
+            squarings(v, steps),
+        "scale by 2**steps, not by steps: u_0 = v / 2**steps": squarings(v / steps, steps),
+        "one squaring too few: after u_0 = v / 2**steps compose exactly `steps` times":
+            squarings(v / 2**steps, steps - 1),
+        "one squaring too many: after u_0 = v / 2**steps compose exactly `steps` times":
+            squarings(v / 2**steps, steps + 1),
+        "the composition lost its first term: u_(k+1)(x) = u_k(x) + u_k(x + u_k(x)), not u_k(x + u_k(x)) alone":
+            squarings(v / 2**steps, steps, add=False),
+        "each squaring only doubled u (2 u_k): that is v again; sample u_k at x + u_k(x) to compose":
+            v.clone(),
+        "sample u_k with padding_mode='border' (dipreg.transform.compose does): with zeros padding the field "
+        "collapses to zero where x + u_k(x) leaves the grid": squarings(v / 2**steps, steps, padding="zeros"),
+    }
+    return (v.clone(), steps), integrate_velocity(v, steps), variants
+
+
+def check_integrate_velocity(fn: Callable[[torch.Tensor, int], torch.Tensor], *, seed: int | None = None) -> bool:
+    """Check ``fn(v, steps)``: scaling and squaring of a (1, 2, H, W) velocity in pixels, as
+    :func:`dipreg.transform.integrate_velocity`."""
+    return check_cases(fn, _velocity_case, "integrate_velocity", trials=3, seed=seed, atol=1e-8, rtol=1e-6)
