@@ -489,3 +489,19 @@ def test_jobs_gives_the_rows_of_a_serial_run_and_resumes(lgg, tmp_path):
     # an uninterrupted parallel run writes the serial order
     fresh = load_results(reproduce(lgg, tmp_path / "par2", methods=("dip", "classical"), jobs=2, **KW))
     assert [(r["pair"], r["method"]) for r in fresh] == [(r["pair"], r["method"]) for r in serial]
+
+
+def test_cli_jobs_reaches_reproduce(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def spy(root, out, **kwargs):
+        seen.append(kwargs["jobs"])
+        Path(out).mkdir(parents=True, exist_ok=True)
+        rp._write_header(Path(out) / "results.csv")
+        return Path(out) / "results.csv"
+
+    monkeypatch.setattr(rp, "reproduce", spy)
+    base = ["reproduce", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(base) == 0 and main([*base, "--jobs", "3"]) == 0
+    assert seen == [1, 3]
+    assert main([*base, "--jobs", "0"]) == 2 and "positive integer" in capsys.readouterr().err
