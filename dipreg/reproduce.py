@@ -7,6 +7,8 @@ registration finishes) and ``provenance.json`` beside it. Started again with the
 reads the finished rows and runs only what is missing, so a killed run loses nothing. A results
 file that does not fit (another protocol, slice, size, seed or method configuration, a damaged or
 truncated line) is never overwritten: :func:`reproduce` raises a ValueError that says what is wrong.
+One run at a time may use an output folder (the lock file ``reproduce.lock``); ``jobs=N`` (``--jobs N``)
+runs the pairs in N worker processes while this process alone writes the rows.
 
 Methods (the ``methods`` argument):
 
