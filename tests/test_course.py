@@ -215,3 +215,91 @@ def test_grade_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["points"] == report["max_points"] > 0 and "passed" in proc.stdout
+
+
+def test_scale_forward_check_diagnoses_the_usual_slips():
+    from dipreg.checks.generator import check_scale_forward, scale_forward_variant
+
+    assert check_scale_forward(lambda x, p, inner: scale_forward_variant(x, p, inner), seed=1) is True
+    for kw, fragment in [({"pad": False}, "padding"), ({"act": "none"}, "activation is missing"),
+                         ({"stride_on": "second"}, "wrong convolution"), ({"skip_first": False}, "order is reversed"),
+                         ({"act": "leaky-default"}, "0.01"), ({"norm": "running"}, "training mode")]:
+        res = checks.result(check_scale_forward, lambda x, p, inner, kw=kw: scale_forward_variant(x, p, inner, **kw),
+                            seed=1)
+        assert res.status == "failed" and fragment in res.diagnosis, (kw, res.diagnosis)
+
+    import torch
+
+    def along_rows(x, p, inner):  # a result with the wrong shape
+        s = scale_forward_variant(x, p, inner)
+        return torch.cat([s, s], dim=0)
+
+    res = checks.result(check_scale_forward, along_rows, seed=1)
+    assert res.status == "failed" and "shape" in res.diagnosis
+
+
+def test_upsample_field_check_diagnoses_units_corners_and_axes():
+    import torch
+    import torch.nn.functional as F
+
+    from dipreg.checks.dip import check_upsample_field
+    from dipreg.transform import resize_displacement
+
+    assert check_upsample_field(resize_displacement, seed=2) is True
+
+    def factors(u, shape, rows, cols, align=True):
+        big = F.interpolate(u, size=shape, mode="bilinear", align_corners=align)
+        return big * torch.tensor([rows, cols], dtype=u.dtype).view(1, 2, 1, 1)
+
+    def unscaled(u, shape):
+        return factors(u, shape, 1.0, 1.0)
+
+    def swapped(u, shape):
+        (h, w), (H, W) = u.shape[-2:], shape
+        return factors(u, shape, (W - 1) / (w - 1), (H - 1) / (h - 1))
+
+    def corners(u, shape):
+        (h, w), (H, W) = u.shape[-2:], shape
+        return factors(u, shape, (H - 1) / (h - 1), (W - 1) / (w - 1), align=False)
+
+    for fn, fragment in [(unscaled, "not rescaled"), (swapped, "swapped"), (corners, "align_corners=True")]:
+        res = checks.result(check_upsample_field, fn, seed=2)
+        assert res.status == "failed" and fragment in res.diagnosis, res.diagnosis
+
+
+def test_dip_loop_check_matches_register_and_names_the_mistake():
+    from dipreg.checks.dip import check_dip_loop, reference_dip_loop
+
+    assert check_dip_loop(reference_dip_loop, seed=3) is True
+    for kw, fragment in [({"zero_grad": False}, "zero_grad"), ({"fresh": False}, "fresh"),
+                         ({"optimise_field": True}, "weights never changed"), ({"warp_fixed": True}, "fixed image"),
+                         ({"sign": -1.0}, "wrong sign")]:
+        res = checks.result(check_dip_loop, lambda *a, kw=kw: reference_dip_loop(*a, **kw), seed=3)
+        assert res.status == "failed" and fragment in res.diagnosis, (kw, res.diagnosis)
+
+
+def test_masked_metric_checks():
+    import numpy as np
+
+    from dipreg.checks.dip import check_psnr, reference_psnr
+    from dipreg.checks.evaluation import check_endpoint_error, check_folded_fraction
+    from dipreg.metrics import endpoint_error, folded_fraction, jacobian_determinant
+
+    assert check_psnr(reference_psnr, seed=4) and check_folded_fraction(folded_fraction, seed=4)
+    assert check_endpoint_error(endpoint_error, seed=4)
+    res = checks.result(check_psnr, lambda e, r, d=1.0, mask=None: reference_psnr(e, r, d), seed=4)
+    assert "mask was ignored" in res.diagnosis
+    res = checks.result(check_psnr, lambda e, r, d=1.0: reference_psnr(e, r, d), seed=4)
+    assert "mask=None" in res.diagnosis
+
+    def multiplied(u, mask=None):
+        folded = jacobian_determinant(u) <= 0
+        return float(folded.mean() if mask is None else (folded * mask).mean())
+
+    assert "still counts them" in checks.result(check_folded_fraction, multiplied, seed=4).diagnosis
+
+    def float_index(est, ref, mask=None):
+        lengths = np.sqrt(((est - ref) ** 2).sum(0))
+        return float(lengths.mean() if mask is None else lengths[mask].mean())
+
+    assert "booleans" in checks.result(check_endpoint_error, float_index, seed=4).diagnosis

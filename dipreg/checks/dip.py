@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from dipreg.checks import CheckFailed, _to_numpy, compare
@@ -91,10 +92,58 @@ def _not_implemented(what: str) -> bool:
 # Chapter 5: PSNR
 
 
-def reference_psnr(estimate: np.ndarray, reference: np.ndarray, data_range: float = 1.0) -> float:
-    """``10 log10(data_range**2 / mean((estimate - reference)**2))`` in dB."""
-    mse = np.mean((np.asarray(estimate, float) - np.asarray(reference, float)) ** 2)
+def reference_psnr(estimate: np.ndarray, reference: np.ndarray, data_range: float = 1.0,
+                   mask: np.ndarray | None = None) -> float:
+    """``10 log10(data_range**2 / mean((estimate - reference)**2))`` in dB; with a ``mask`` (booleans or 0/1
+    numbers) the mean runs over the masked pixels only."""
+    squared = (np.asarray(estimate, float) - np.asarray(reference, float)) ** 2
+    mse = np.mean(squared if mask is None else squared[np.asarray(mask, bool)])
     return float(10.0 * np.log10(data_range**2 / mse))
+
+
+def _random_mask(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
+    """A blob-shaped mask covering 30-60 % of the pixels, as booleans, 0/1 uint8 or 0/1 floats (``kind``)."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0)
+    mask = field > np.quantile(field, rng.uniform(0.4, 0.7))
+    return {"bool": mask, "uint8": mask.astype(np.uint8), "float": mask.astype(float)}[kind]
+
+
+def masked_variants(errors: np.ndarray, mask: np.ndarray, summary: Callable[[np.ndarray], Any],
+                    what: str) -> Variants:
+    """Typical wrong answers of a per-pixel ``errors`` map (H, W) summarised by ``summary`` over ``mask``
+    (the right answer is ``summary(errors[mask.astype(bool)])``): the mask ignored, multiplied in but averaged
+    over every pixel, inverted, or used as integer indices (numpy's fancy indexing of a 0/1 integer array)."""
+    m = np.asarray(mask, bool)
+    variants: Variants = {
+        f"the mask was ignored: the {what} runs over the masked pixels only": summary(errors.ravel()),
+        f"the mask is inverted: the {what} runs over the pixels where the mask is True (or 1)": summary(errors[~m]),
+    }
+    variants["multiplying by the mask zeroes the other pixels but still counts them: average over the masked "
+             "pixels only (values[mask].mean(), or divide the sum by mask.sum())"] = summary((errors * m).ravel())
+    # every trial has the same keys (check_cases looks a hint up in each); None where it does not apply
+    variants["a 0/1 *integer* mask used as an index picks rows 0 and 1, not the masked pixels: convert it to "
+             "booleans first, np.asarray(mask, bool)"] = \
+        None if np.asarray(mask).dtype == bool else summary(errors[np.asarray(mask).astype(int)].ravel())
+    return variants
+
+
+def guard_mask_errors(fn: Callable, what: str) -> Callable:
+    """``fn`` with an IndexError from indexing with a float mask, and a TypeError from a missing ``mask``
+    argument, turned into diagnoses."""
+    def guarded(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except TypeError as exc:
+            if "positional argument" in str(exc):
+                raise CheckFailed(f"{what}: your function raised TypeError ({exc}): give it the optional last "
+                                  "argument `mask=None`, as the stub has") from exc
+            raise
+        except IndexError as exc:
+            if "integer" in str(exc) and "boolean" in str(exc):
+                raise CheckFailed(f"{what}: your function raised IndexError ({exc}): the mask may come as 0/1 "
+                                  "numbers; convert it to booleans before indexing, np.asarray(mask, bool)") from exc
+            raise
+    return guarded
 
 
 def _psnr_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
@@ -131,9 +180,35 @@ def _psnr_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
     return (noisy, clean, data_range), reference_psnr(noisy, clean, data_range), variants
 
 
-def check_psnr(fn: Callable[[np.ndarray, np.ndarray, float], float], *, seed: int | None = None) -> bool:
-    """Check ``fn(estimate, reference, data_range) -> PSNR in dB`` against the definition."""
-    return check_cases(fn, _psnr_case, "psnr", trials=3, seed=seed, atol=1e-6, rtol=1e-6)
+def _masked_psnr_case(rng: np.random.Generator, kind: str) -> tuple[tuple, float, Variants]:
+    data_range = float(rng.choice([2.0, 4.0, 100.0]))
+    shape = (int(rng.integers(24, 32)), int(rng.integers(28, 36)))
+    clean = ndimage.gaussian_filter(rng.random(shape), 2.0)
+    clean = (clean - clean.min()) / np.ptp(clean) * 0.8 * data_range
+    mask = _random_mask(rng, shape, kind)
+    inside = np.asarray(mask, bool)
+    # small errors inside the object, large ones in the background: a wrong region shows at once
+    sigma = np.where(inside, rng.uniform(0.02, 0.05), rng.uniform(0.15, 0.3)) * data_range
+    noisy = clean + sigma * rng.standard_normal(shape)
+    squared = (noisy - clean) ** 2
+
+    def to_db(values: np.ndarray) -> float:
+        return float(10 * np.log10(data_range**2 / np.mean(values)))
+
+    variants = masked_variants(squared, mask, to_db, "mean squared error")
+    variants["you ignored the data_range argument (that is the PSNR for a peak of 1): the peak power is "
+             "data_range**2"] = float(10 * np.log10(1.0 / np.mean(squared[inside])))
+    return (noisy, clean, data_range, mask), reference_psnr(noisy, clean, data_range, mask), variants
+
+
+def check_psnr(fn: Callable[..., float], *, seed: int | None = None) -> bool:
+    """Check ``fn(estimate, reference, data_range, mask=None) -> PSNR in dB`` against the definition: first
+    without a mask (three arguments), then with masks given as booleans, 0/1 integers and 0/1 floats."""
+    if not check_cases(fn, _psnr_case, "psnr", trials=3, seed=seed, atol=1e-6, rtol=1e-6):
+        return False
+    kinds = iter(["bool", "uint8", "float"])
+    return check_cases(guard_mask_errors(fn, "psnr with a mask"), lambda rng: _masked_psnr_case(rng, next(kinds)),
+                       "psnr with a mask", trials=3, seed=None if seed is None else seed + 1, atol=1e-6, rtol=1e-6)
 
 
 def reference_discrepancy_stop(losses: Sequence[float], sigma: float) -> int:
@@ -354,3 +429,209 @@ def check_integrate_velocity(fn: Callable[[torch.Tensor, int], torch.Tensor], *,
     """Check ``fn(v, steps)``: scaling and squaring of a (1, 2, H, W) velocity in pixels, as
     :func:`dipreg.transform.integrate_velocity`."""
     return check_cases(fn, _velocity_case, "integrate_velocity", trials=3, seed=seed, atol=1e-8, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 7: the coarse control grid, resized to the image
+
+
+def _grid_case(rng: np.random.Generator) -> tuple[tuple, torch.Tensor, Variants]:
+    from dipreg.transform import resize_displacement
+
+    h, w = int(rng.integers(5, 9)), int(rng.integers(9, 13))
+    big = (int(rng.integers(30, 45)), int(rng.integers(60, 90)))  # different factors along the two axes
+    u = torch.from_numpy(_smooth(rng, (2, h, w), 1.0) * rng.uniform(0.5, 1.5))[None]
+    H, W = big
+
+    def up(mode: str = "bilinear", align: bool | None = True) -> torch.Tensor:
+        kw = {} if mode == "nearest" else {"align_corners": align}
+        return F.interpolate(u, size=big, mode=mode, **kw)
+
+    def scaled(t: torch.Tensor, rows: float, cols: float) -> torch.Tensor:
+        return t * torch.tensor([rows, cols], dtype=t.dtype).view(1, 2, 1, 1)
+
+    fr, fc = (H - 1) / (h - 1), (W - 1) / (w - 1)
+    variants: Variants = {
+        "the pixel units were not rescaled: a displacement of d coarse pixels is d (H - 1) / (h - 1) image pixels "
+        "along the rows and d (W - 1) / (w - 1) along the columns": up(),
+        "the row and column factors are swapped: channel 0 (rows) scales by (H - 1) / (h - 1), channel 1 (columns) "
+        "by (W - 1) / (w - 1)": scaled(up(), fc, fr),
+        "both channels were scaled by the row factor; the columns have their own, (W - 1) / (w - 1)":
+            scaled(up(), fr, fr),
+        "both channels were scaled by the column factor; the rows have their own, (H - 1) / (h - 1)":
+            scaled(up(), fc, fc),
+        "with align_corners=True the corner pixel centres coincide, so the factor is (H - 1) / (h - 1), not H / h":
+            scaled(up(), H / h, W / w),
+        "the factors are upside down: going to the finer grid multiplies by (H - 1) / (h - 1) > 1":
+            scaled(up(), 1 / fr, 1 / fc),
+        "interpolate with align_corners=True (dipreg's convention: corner pixel centres at -1 and +1 on both "
+        "grids); align_corners=False shifts the field by a fraction of a pixel towards the centre":
+            scaled(up(align=False), fr, fc),
+        "align_corners=False with the factors H / h is a consistent convention, but not dipreg's: use "
+        "align_corners=True and (H - 1) / (h - 1)": scaled(up(align=False), H / h, W / w),
+        "that is nearest-neighbour interpolation; the control grid is interpolated bilinearly":
+            scaled(up("nearest", None), fr, fc),
+        "that is bicubic interpolation; the control grid is interpolated bilinearly": scaled(up("bicubic"), fr, fc),
+        "channels 0 and 1 are swapped: dipreg puts rows in channel 0 and columns in channel 1":
+            scaled(up(), fr, fc).flip(1),
+    }
+    return (u.clone(), big), resize_displacement(u, big), variants
+
+
+def check_upsample_field(fn: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor], *,
+                         seed: int | None = None) -> bool:
+    """Check ``fn(u, shape)``: a (1, 2, h, w) displacement in pixels of a coarse control grid resized to
+    ``shape`` = (H, W), in image pixels, as :func:`dipreg.transform.resize_displacement`."""
+    return check_cases(fn, _grid_case, "upsample_field", trials=3, seed=seed, atol=1e-9, rtol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 7: the optimisation loop of eq. 2, against dipreg.register
+
+
+def _loop_config(iterations: int) -> Any:
+    """A tiny configuration of the paper's parameterisation (generator at the image's size, output in pixels)."""
+    from dipreg.presets import get_preset
+
+    return get_preset("paper").replace(down=(4, 8), up=(4, 8), skip=2, in_channels=4, lr=0.01,
+                                       iterations=iterations, readout_draws=1, normalize=False)
+
+
+def _loop_images(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A blob image and a smoothly deformed copy, both in [0, 1], 24-32 px a side."""
+    from dipreg.transform import warp
+
+    shape = (int(rng.integers(24, 30)), int(rng.integers(26, 33)))
+    fixed = ndimage.gaussian_filter(rng.random(shape), 2.0)
+    fixed = (fixed - fixed.min()) / np.ptp(fixed)
+    moving = warp(fixed, _smooth(rng, (2, *shape), 4.0) * 2.0)
+    return moving, fixed
+
+
+def loop_setup(moving: np.ndarray, fixed: np.ndarray, cfg: Any, seed: int) -> tuple:
+    """What :func:`dipreg.register` starts from for ``cfg`` (paper parameterisation) and ``seed``: its generator
+    (weights as register draws them), the images as (1, 1, H, W) tensors, and a ``draw_noise()`` that returns the
+    same sequence of noise draws as register's loop."""
+    from dipreg.register import make_field
+
+    dev = torch.device("cpu")
+    model = make_field(cfg, moving.shape, seed, dev)
+    gen = torch.Generator().manual_seed(seed)
+    m, f = (torch.as_tensor(a, dtype=torch.float32)[None, None] for a in (moving, fixed))
+    return model.net, m, f, lambda: model.noise(gen, dev)
+
+
+def reference_dip_loop(net: torch.nn.Module, moving: torch.Tensor, fixed: torch.Tensor,
+                       draw_noise: Callable[[], torch.Tensor], iterations: int, lr: float, *,
+                       zero_grad: bool = True, fresh: bool = True, warp_fixed: bool = False, sign: float = 1.0,
+                       squared: bool = False, optimise_field: bool = False) -> list[float]:
+    """Paper eq. 2 as a loop: Adam on ``net``'s weights, a fresh ``z = draw_noise()`` every iteration, the moving
+    image warped by ``u = net(z)`` (pixels) and compared with the fixed image by the mean absolute error.
+    Returns the loss of every iteration. The keywords make the typical mistakes."""
+    if optimise_field:
+        u = net(draw_noise()).detach().requires_grad_(True)
+        params: list[torch.Tensor] = [u]
+    else:
+        params = list(net.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    z = None if fresh else draw_noise()
+    history = []
+    for _ in range(iterations):
+        if not optimise_field:
+            u = net(draw_noise() if fresh else z)
+        source, target = (fixed, moving) if warp_fixed else (moving, fixed)
+        diff = warp_tensor(source, sign * u) - target
+        loss = diff.pow(2).mean() if squared else diff.abs().mean()
+        if zero_grad:
+            opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    return history
+
+
+def check_dip_loop(fn: Callable[..., Sequence[float]], *, seed: int | None = None) -> bool:
+    """Check ``fn(net, moving, fixed, draw_noise, iterations, lr) -> losses``: the optimisation loop of eq. 2.
+
+    The check runs :func:`dipreg.register` on a tiny problem (the ``paper`` preset with 2 scales of 4 and 8
+    channels), gives the student's loop the same generator, images and noise sequence, and compares the losses
+    of every iteration with register's. Before the values it checks that the loop drew one fresh noise per
+    iteration and changed the network's weights; a wrong history is matched against loops with the typical
+    mistakes (no zero_grad, one noise reused, the fixed image warped, x - u, MSE, the field optimised).
+    """
+    import warnings
+
+    import dipreg
+
+    what = "dip loop"
+    rng = np.random.default_rng(seed)
+    trials = 2
+    for trial in range(trials):
+        label = f"{what} (trial {trial + 1}/{trials})"
+        iterations = int(rng.integers(6, 10))
+        cfg = _loop_config(iterations)
+        moving, fixed = _loop_images(rng)
+        run_seed = int(rng.integers(0, 2**31))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = dipreg.register(moving, fixed, config=cfg, seed=run_seed, device="cpu", progress=False).history
+        net, m, f, draw = loop_setup(moving, fixed, cfg, run_seed)
+        before = [p.detach().clone() for p in net.parameters()]
+        draws = [0]
+
+        def counting_draw(draw: Callable[[], torch.Tensor] = draw, draws: list[int] = draws) -> torch.Tensor:
+            draws[0] += 1
+            return draw()
+
+        try:
+            got = fn(net, m, f, counting_draw, iterations, cfg.lr)
+        except NotImplementedError:
+            return _not_implemented(what)
+        except Exception as exc:
+            raise CheckFailed(f"{label}: your function raised {type(exc).__name__}: {exc}") from exc
+        if got is None:
+            raise CheckFailed(f"{label}: your function returned None; return the list of the losses, one per iteration")
+        try:
+            losses = [float(v) for v in got]
+        except (TypeError, ValueError) as exc:
+            raise CheckFailed(f"{label}: return a list of numbers (loss.item() of every iteration), got "
+                              f"{type(got).__name__}") from exc
+        if len(losses) != iterations:
+            raise CheckFailed(f"{label}: {len(losses)} losses for {iterations} iterations: record loss.item() once "
+                              "per iteration")
+        if all(torch.equal(p, p0) for p, p0 in zip(net.parameters(), before, strict=True)):
+            raise CheckFailed(f"{label}: the network's weights never changed. Optimise the generator's weights "
+                              "(torch.optim.Adam(net.parameters(), lr=lr)), not a displacement tensor, and call "
+                              "zero_grad(), backward() and step() in that order")
+        if draws[0] == 1:
+            raise CheckFailed(f"{label}: draw_noise() was called once and the same z reused; eq. 2 draws a *fresh* "
+                              "z ~ N(0, 0.1) in every iteration: call draw_noise() inside the loop")
+        if draws[0] != iterations:
+            raise CheckFailed(f"{label}: draw_noise() was called {draws[0]} times in {iterations} iterations; draw "
+                              "exactly one fresh z per iteration and use it for that iteration's field")
+        if _close(np.array(losses), np.array(expected), 1e-6, 1e-4):
+            continue
+        variants = {
+            "the gradients accumulate over the iterations: call optimizer.zero_grad() in every iteration, before "
+            "loss.backward()": dict(zero_grad=False),
+            "you warped the fixed image and compared it with the moving one; eq. 2 warps the moving image I by u "
+            "and compares it with the fixed image T": dict(warp_fixed=True),
+            "the displacement has the wrong sign: the warp reads the moving image at x + u(x) (warp_tensor(moving, "
+            "u))": dict(sign=-1.0),
+            "that is the mean *squared* error; the paper's data term is the mean *absolute* error": dict(squared=True),
+        }
+        for hint, kw in variants.items():
+            net2, m2, f2, draw2 = loop_setup(moving, fixed, cfg, run_seed)
+            if _close(np.array(losses), np.array(reference_dip_loop(net2, m2, f2, draw2, iterations, cfg.lr, **kw)),
+                      1e-6, 1e-4):
+                raise CheckFailed(f"{what}: {hint}")
+        if abs(losses[0] - expected[0]) <= 1e-6 + 1e-4 * abs(expected[0]):
+            i = next(i for i, (a, b) in enumerate(zip(losses, expected, strict=True))
+                     if abs(a - b) > 1e-6 + 1e-4 * abs(b))
+            raise CheckFailed(f"{label}: the first loss is right ({losses[0]:.6f}) but iteration {i + 1} differs "
+                              f"(yours {losses[i]:.6f}, dipreg.register {expected[i]:.6f}): check the update "
+                              "(Adam on net.parameters() with lr, zero_grad -> backward -> step, once per iteration)")
+        raise CheckFailed(f"{label}: the first loss is {losses[0]:.6f}, dipreg.register's {expected[0]:.6f}: check "
+                          "the loss, mean |warp_tensor(moving, u) - fixed| with u = net(z) in pixels")
+    print(f"{what}: the losses agree with dipreg.register on {trials} tiny problems.")
+    return True

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 
 from dipreg.checks import CheckFailed, _to_numpy
-from dipreg.checks.dip import Variants, check_cases
+from dipreg.checks.dip import Variants, _random_mask, check_cases, guard_mask_errors, masked_variants
 from dipreg.metrics import dice, endpoint_error, folded_fraction, jacobian_determinant
 
 
@@ -72,9 +72,26 @@ def _folding_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
     return (u,), frac, variants
 
 
-def check_folded_fraction(fn: Callable[[np.ndarray], float], *, seed: int | None = None) -> bool:
-    """Check ``fn(u) -> fraction of pixels with det J <= 0`` for a (2, H, W) displacement."""
-    return check_cases(fn, _folding_case, "folded_fraction", trials=3, seed=seed, atol=1e-9, rtol=1e-9)
+def _masked_folding_case(rng: np.random.Generator, kind: str) -> tuple[tuple, float, Variants]:
+    shape = (int(rng.integers(30, 40)), int(rng.integers(30, 40)))
+    u = _field(rng, shape, rng.uniform(5.0, 8.0), 2.0)
+    mask = _random_mask(rng, shape, kind)
+    det = jacobian_determinant(u)
+    frac = folded_fraction(u, np.asarray(mask, bool))
+    variants = masked_variants((det <= 0).astype(float), mask, lambda v: float(np.mean(v)), "fraction")
+    variants["report a fraction in [0, 1], not a percentage"] = 100 * frac
+    return (u, mask), frac, variants
+
+
+def check_folded_fraction(fn: Callable[..., float], *, seed: int | None = None) -> bool:
+    """Check ``fn(u, mask=None) -> fraction of pixels with det J <= 0`` for a (2, H, W) displacement: first over
+    the whole image (one argument), then within masks given as booleans, 0/1 integers and 0/1 floats."""
+    if not check_cases(fn, _folding_case, "folded_fraction", trials=3, seed=seed, atol=1e-9, rtol=1e-9):
+        return False
+    kinds = iter(["bool", "uint8", "float"])
+    what = "folded_fraction with a mask"
+    return check_cases(guard_mask_errors(fn, what), lambda rng: _masked_folding_case(rng, next(kinds)), what,
+                       trials=3, seed=None if seed is None else seed + 1, atol=1e-9, rtol=1e-9)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,6 +159,32 @@ def _epe_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
     return (est, ref), endpoint_error(est, ref), variants
 
 
-def check_endpoint_error(fn: Callable[[np.ndarray, np.ndarray], float], *, seed: int | None = None) -> bool:
-    """Check ``fn(estimate, reference) -> mean endpoint error`` in pixels for (2, H, W) displacements."""
-    return check_cases(fn, _epe_case, "endpoint_error", trials=3, seed=seed, atol=1e-9, rtol=1e-9)
+def _masked_epe_case(rng: np.random.Generator, kind: str) -> tuple[tuple, float, Variants]:
+    shape = (int(rng.integers(20, 30)), int(rng.integers(20, 30)))
+    ref = _field(rng, shape, 4.0, 3.0)
+    mask = _random_mask(rng, shape, kind)
+    inside = np.asarray(mask, bool)
+    # small errors inside the object, large ones in the background, as on a registered image pair
+    est = ref + _field(rng, shape, 1.0, 1.5) * np.where(inside, 0.5, 3.0)
+    d = est - ref
+    lengths = np.sqrt((d**2).sum(0))
+    variants = masked_variants(lengths, mask, lambda v: float(np.mean(v)), "mean endpoint error")
+    variants["the root-mean-square error over the mask; EPE averages the lengths: mean(sqrt(d_row**2 + "
+             "d_col**2)) over the masked pixels"] = float(np.sqrt((lengths[inside] ** 2).mean()))
+    variants["the two components were averaged separately over the mask; the error of a pixel is the Euclidean "
+             "length of its 2-vector"] = float(np.abs(d[:, inside]).mean())
+    variants["that is the largest error in the mask; EPE is the mean over the masked pixels"] = \
+        float(lengths[inside].max())
+    return (est, ref, mask), endpoint_error(est, ref, inside), variants
+
+
+def check_endpoint_error(fn: Callable[..., float], *, seed: int | None = None) -> bool:
+    """Check ``fn(estimate, reference, mask=None) -> mean endpoint error`` in pixels for (2, H, W) displacements:
+    first over the whole image (two arguments), then within masks given as booleans, 0/1 integers and 0/1
+    floats."""
+    if not check_cases(fn, _epe_case, "endpoint_error", trials=3, seed=seed, atol=1e-9, rtol=1e-9):
+        return False
+    kinds = iter(["bool", "uint8", "float"])
+    what = "endpoint_error with a mask"
+    return check_cases(guard_mask_errors(fn, what), lambda rng: _masked_epe_case(rng, next(kinds)), what,
+                       trials=3, seed=None if seed is None else seed + 1, atol=1e-9, rtol=1e-9)
