@@ -74,6 +74,8 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("ex-reg-loss", "my_registration_loss", "dip:check_registration_loss", 2, {"seed": 0}),
     Exercise("ex-reg-expv", "my_integrate_velocity", "dip:check_integrate_velocity", 3, {"seed": 0}),
     Exercise("ex-reg-stop", "my_stopping_iteration", "dip:check_stopping_iteration", 2, {"seed": 0}),
+    Exercise("ex-reg-grid", "my_upsample_field", "dip:check_upsample_field", 2, {"seed": 0}),
+    Exercise("ex-reg-loop", "my_dip_loop", "dip:check_dip_loop", 3, {"seed": 0}),
     Exercise("ex-eval-detj", "my_jacobian_determinant", "evaluation:check_jacobian_determinant", 2, {"seed": 0}),
     Exercise("ex-eval-fold", "my_folded_fraction", "evaluation:check_folded_fraction", 2, {"seed": 0}),
     Exercise("ex-eval-dice", "my_dice", "evaluation:check_dice", 2, {"seed": 0}),
