@@ -22,16 +22,17 @@ from _common import parser, setup
 
 import dipreg
 from dipreg.data import sample_pair
+from dipreg.intensity import rescale
 from dipreg.losses import fold_penalty, get_loss
 from dipreg.presets import get_preset
-from dipreg.register import DIPField, _normalise
+from dipreg.register import DIPField
 from dipreg.transform import warp, warp_tensor
 
 
 def hand_loop(moving: np.ndarray, fixed: np.ndarray, cfg, seed: int, dev: torch.device) -> np.ndarray:
     """The same optimisation as ``register``, written as plainly as PyTorch allows. Returns the field."""
-    m_t = torch.as_tensor(_normalise(moving), dtype=torch.float32, device=dev)[None, None]
-    f_t = torch.as_tensor(_normalise(fixed), dtype=torch.float32, device=dev)[None, None]
+    m_t = torch.as_tensor(rescale(moving, cfg.intensity_clip), dtype=torch.float32, device=dev)[None, None]
+    f_t = torch.as_tensor(rescale(fixed, cfg.intensity_clip), dtype=torch.float32, device=dev)[None, None]
     gen = torch.Generator(device=dev).manual_seed(seed)
     model = DIPField(cfg, moving.shape, torch.Generator().manual_seed(seed)).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)

@@ -127,3 +127,24 @@ def same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
             f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}; the two must match "
             "(resample one onto the other's grid first)"
         )
+
+
+def as_labels(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` as an int64 label map of ``shape`` (0 = background, labels >= 0), or raise."""
+    lab = np.asarray(_tensor_to_numpy(x, name, "an integer label map"))
+    if lab.shape != shape:
+        raise ValueError(f"{name}: expected an integer label map of shape {shape} (the image shape), got {lab.shape}")
+    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
+        if not np.issubdtype(lab.dtype, np.floating):
+            raise TypeError(f"{name}: expected integer tissue labels (0 = background), got dtype {lab.dtype}")
+        if not np.all(np.isfinite(lab)):
+            raise ValueError(f"{name}: contains {int(np.count_nonzero(~np.isfinite(lab)))} NaN or infinite values; "
+                             "expected integer tissue labels (0 = background)")
+        if not np.all(lab == np.round(lab)):
+            raise TypeError(f"{name}: expected integer tissue labels (0 = background), got non-integer values "
+                            f"of dtype {lab.dtype}")
+    if lab.size and lab.min() < 0:
+        raise ValueError(f"{name}: labels must be >= 0 (0 = background), got minimum {lab.min():g}")
+    if lab.size and lab.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: labels must fit in int64, got maximum {lab.max():g}")
+    return lab.astype(np.int64)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,15 @@ from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.losses import fold_penalty, get_loss
 from dipreg.register import (
+    Plateau,
     RegistrationError,
-    _normalise,
+    RegistrationWarning,
     _progress,
     check_seed,
     make_field,
     make_optimizer,
+    optimiser_image,
+    quality_check,
     resolve_config,
     resolve_device,
 )
@@ -139,30 +143,24 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
         ``info["batch_size"]`` the number of pairs and ``info["seed"]`` the pair's seed.
 
     Raises:
-        TypeError, ValueError: bad pairs (empty list, mismatched shapes, bad images), config or seeds; a
-            config with ``patience > 0`` (early stopping is per pair; batch mode always runs every
-            iteration, so set ``patience=0`` or use :func:`dipreg.register`).
+        TypeError, ValueError: bad pairs (empty list, mismatched shapes, bad images), config or seeds.
         RegistrationError: a pair's loss became NaN (the message names the pair).
 
-    Notes:
-        There is no ``callback``.
+    Early stopping (``patience > 0``) is per pair, as in ``register``: a pair that has converged is frozen
+    (left out of the loss, its weights kept) while the others go on; ``info["stopped"]`` says which.
+    Each result carries ``register``'s quality check (``info["warning"]`` and a RegistrationWarning when a
+    pair ends less alike than it started). There is no ``callback``.
     """
     data = _as_pairs(pairs)
     n = len(data)
     seeds = _seeds(seed, n)
     dev = resolve_device(device)
     cfg = resolve_config(config, dev, overrides)
-    if cfg.patience:
-        raise ValueError(f"config.patience={cfg.patience}: early stopping is per pair and register_many runs "
-                         "every pair for all iterations; pass patience=0 (or use dipreg.register per pair)")
     start = time.perf_counter()
     shape = data[0][0].shape
 
-    def tensor(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(_normalise(x) if cfg.normalize else x, dtype=torch.float32, device=dev)
-
-    m_t = torch.stack([tensor(m) for m, _ in data])[:, None]  # (B, 1, H, W)
-    f_t = torch.stack([tensor(f) for _, f in data])[:, None]
+    m_t = torch.stack([optimiser_image(m, cfg, dev) for m, _ in data])[:, None]  # (B, 1, H, W)
+    f_t = torch.stack([optimiser_image(f, cfg, dev) for _, f in data])[:, None]
     gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
     models = [make_field(cfg, shape, s, dev) for s in seeds]
     for m in models:
@@ -188,9 +186,13 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     opt = make_optimizer(plist, cfg, dev)
     z_fixed = noise() if cfg.noise == "fixed" else None
     histories: list[list[float]] = [[] for _ in range(n)]
+    plateaus = [Plateau(cfg.patience, cfg.min_delta) for _ in range(n)]
+    active = [True] * n
     bar = _progress(cfg.iterations, progress, f"dipreg batch x{n} [{cfg.preset}, {dev.type}]")
     try:
         for it in range(cfg.iterations):
+            if not any(active):
+                break
             u = field(z_fixed if z_fixed is not None else noise())
             warped_t = warp_tensor(m_t, u)
             losses = []
@@ -207,10 +209,18 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
                         f"pairs[{i}] (seed {seeds[i]}): the loss became {value} at iteration {it}; lower the "
                         f"learning rate (now {cfg.lr}) or check the images", histories[i])
             opt.zero_grad(set_to_none=True)
-            stacked.sum().backward()
+            sum(loss for loss, on in zip(losses, active, strict=True) if on).backward()
+            frozen = torch.tensor([not on for on in active], device=dev)
+            kept = [p.detach()[frozen].clone() for p in plist] if frozen.any() else None
             opt.step()
-            for h, value in zip(histories, values, strict=True):
-                h.append(value)
+            if kept is not None:  # Adam's momentum would still move a converged pair: put its weights back
+                with torch.no_grad():
+                    for p, k in zip(plist, kept, strict=True):
+                        p[frozen] = k
+            for i, value in enumerate(values):
+                if active[i]:
+                    histories[i].append(value)
+                    active[i] = not plateaus[i].update(value)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{sum(values) / n:.4f}", refresh=False)
@@ -229,9 +239,13 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     for i, ((mov, fix), disp) in enumerate(zip(data, disps, strict=True)):
         if not np.all(np.isfinite(disp)):
             raise RegistrationError(f"pairs[{i}]: the final displacement contains NaN or inf", histories[i])
+        check = quality_check(m_t[i:i + 1], f_t[i:i + 1], u[i:i + 1], loss_fn)
+        if check["warning"]:
+            warnings.warn(f"pairs[{i}]: {check['warning']}", RegistrationWarning, stacklevel=2)
         results.append(RegistrationResult(
             warped=warp(mov, disp), displacement=disp, history=histories[i], config=cfg,
             seconds=batch_seconds / n, moving=mov, fixed=fix, method="dip", device=str(dev),
-            info={"preset": cfg.preset, "iterations": len(histories[i]), "stopped": "iterations",
-                  "seed": seeds[i], "batch_size": n, "batch_index": i, "batch_seconds": batch_seconds}))
+            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(histories[i]),
+                  "stopped": "iterations" if active[i] else "converged", "seed": seeds[i], "batch_size": n,
+                  "batch_index": i, "batch_seconds": batch_seconds, **check}))
     return results

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from numbers import Real
 
@@ -22,8 +23,17 @@ import torch
 import torch.nn.functional as F
 
 from dipreg._validate import ArrayLike, as_image, same_shape
+from dipreg.intensity import check_clip, rescale
 from dipreg.losses import get_loss
-from dipreg.register import RegistrationError, Step, _progress, check_seed, resolve_device
+from dipreg.register import (
+    RegistrationError,
+    RegistrationWarning,
+    Step,
+    _progress,
+    check_seed,
+    quality_check,
+    resolve_device,
+)
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, resize_displacement, warp, warp_tensor
 
@@ -69,7 +79,8 @@ REGULARIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"diffusion": 
 
 _ORDER = {"diffusion": 1, "bending": 2}
 
-DEFAULTS = {"regularizer": "diffusion", "weight": 0.3, "loss": "mae", "lr": 0.1, "iterations": 150, "levels": 5}
+DEFAULTS = {"regularizer": "diffusion", "weight": 0.3, "loss": "mae", "lr": 0.1, "iterations": 150, "levels": 5,
+            "intensity_clip": 0.005}
 """Default settings of :func:`register_classical` (see its docstring for units and why)."""
 
 
@@ -82,11 +93,6 @@ def _downsample(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     if tuple(image.shape[-2:]) == tuple(shape):
         return image
     return F.interpolate(image, size=shape, mode="bilinear", align_corners=ALIGN_CORNERS, antialias=True)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    lo, hi = x.min(), x.max()
-    return (x - lo) / (hi - lo)
 
 
 def _iterations_per_level(iterations: int | Sequence[int], levels: int) -> list[int]:
@@ -106,7 +112,8 @@ def _iterations_per_level(iterations: int | Sequence[int], levels: int) -> list[
 def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str = DEFAULTS["regularizer"],
                        weight: float = DEFAULTS["weight"], loss: str = DEFAULTS["loss"], lr: float = DEFAULTS["lr"],
                        iterations: int | Sequence[int] = DEFAULTS["iterations"], levels: int = DEFAULTS["levels"],
-                       seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
+                       intensity_clip: float = DEFAULTS["intensity_clip"], seed: int | None = None,
+                       device: str | torch.device | None = None, progress: bool = True,
                        callback: Callable[[Step], bool | None] | None = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` by optimising the displacement directly (paper eq. 1).
 
@@ -114,7 +121,8 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     at ``u = 0``, coarse to fine: level ``k`` (0-based) of ``levels`` works on images downsampled by
     ``2 ** (levels - 1 - k)`` (anti-aliased), and its field, resized with
     :func:`dipreg.transform.resize_displacement`, starts the next level. ``levels=1`` is a plain
-    single-resolution run. Both images are rescaled to [0, 1] (min-max) for the optimisation only.
+    single-resolution run. Both images are rescaled to [0, 1] for the optimisation only
+    (:func:`dipreg.intensity.rescale`).
 
     Args:
         moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape, in the same intensity units
@@ -134,6 +142,8 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
         iterations: Adam steps per level (an int for all levels, or one count per level, coarse first).
             Default 150, i.e. 750 steps at 5 levels: 3-4 s per 256 x 256 pair with one CPU thread (300 per
             level changed the mean SSIM by 0.001 at weight 0.2).
+        intensity_clip: fraction of each image's foreground intensities winsorised at each end before the
+            rescaling (:func:`dipreg.intensity.rescale`; 0 = min-max). Default 0.005, as ANTs' scripts.
         levels: number of pyramid levels, coarse to fine by factors of 2. Default 5 (16 x 16 at the
             coarsest for 256 x 256). At weight 0.3 the mean SSIM was 0.560 with 1 level, 0.615 with 3 and
             0.673 with 5, with no folding in any. The coarsest level must keep at least 4 x 4 pixels.
@@ -171,6 +181,7 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
         raise ValueError(f"levels: expected an int >= 1, got {levels!r}")
     levels = int(levels)
+    intensity_clip = check_clip(intensity_clip, "intensity_clip")
     its = _iterations_per_level(iterations, levels)
     shape = mov.shape
     factors = [2 ** (levels - 1 - k) for k in range(levels)]
@@ -182,11 +193,11 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     dev = resolve_device(device)
     reg_fn = REGULARIZERS[regularizer]
     config = {"regularizer": regularizer, "weight": float(weight), "loss": loss, "lr": float(lr),
-              "iterations": its, "levels": levels, "seed": seed}
+              "iterations": its, "levels": levels, "intensity_clip": intensity_clip, "seed": seed}
     start = time.perf_counter()
 
-    m_full = torch.as_tensor(_normalise(mov), dtype=torch.float32, device=dev)[None, None]
-    f_full = torch.as_tensor(_normalise(fix), dtype=torch.float32, device=dev)[None, None]
+    m_full, f_full = (torch.as_tensor(rescale(x, intensity_clip), dtype=torch.float32, device=dev)[None, None]
+                      for x in (mov, fix))
     history: list[float] = []
     data_hist: list[float] = []
     reg_hist: list[float] = []
@@ -245,9 +256,12 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     disp = u_final[0].double().cpu().numpy()
     if not np.all(np.isfinite(disp)):
         raise RegistrationError("the final displacement contains NaN or inf", history)
+    check = quality_check(m_full, f_full, u_final, loss_fn)
+    if check["warning"]:
+        warnings.warn(check["warning"], RegistrationWarning, stacklevel=2)
     info = {"weight": float(weight), "regularizer": regularizer, "iterations": len(history), "levels": levels,
             "level_shapes": shapes, "level_starts": level_starts, "data_history": data_hist,
-            "reg_history": reg_hist, "stopped": stopped, "seed": seed}
+            "reg_history": reg_hist, "stopped": stopped, "seed": seed, **check}
     return RegistrationResult(warped=warp(mov, disp), displacement=disp, history=history, config=config,
                               seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="classical",
                               device=str(dev), info=info)

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from dipreg._validate import ArrayLike, as_displacement, as_image, as_mask, same_shape
+from dipreg._validate import ArrayLike, as_displacement, as_image, as_labels, as_mask, same_shape
+from dipreg.transform import warp
 
 
 def _positive_real(value: Any, name: str, what: str) -> float:
@@ -197,6 +198,23 @@ def dice(a: ArrayLike, b: ArrayLike) -> float:
     return float("nan") if total == 0 else float(2.0 * np.logical_and(x, y).sum() / total)
 
 
+def label_dice(a: ArrayLike, b: ArrayLike, *, per_label: bool = False) -> float | dict[int, float]:
+    """Mean Dice over the structures of two label maps: how well anatomy overlaps after a registration.
+
+    ``a``, ``b``: (H, W) integer label maps (0 = background, ignored). The mean runs over the labels present in
+    both maps (as Learn2Reg scores brain labels); NaN when they share none. ``per_label=True`` returns
+    ``{label: Dice}`` for every label > 0 present in either map instead (0.0 for a label missing from one).
+    Book: chapter "Evaluating a registration".
+    """
+    x = as_labels(a, "a", tuple(np.shape(a)))
+    y = as_labels(b, "b", x.shape)
+    present_x, present_y = set(np.unique(x)) - {0}, set(np.unique(y)) - {0}
+    if per_label:
+        return {int(k): dice(x == k, y == k) for k in sorted(present_x | present_y)}
+    shared = sorted(present_x & present_y)
+    return float("nan") if not shared else float(np.mean([dice(x == k, y == k) for k in shared]))
+
+
 def endpoint_error(displacement: ArrayLike, reference: ArrayLike, mask: ArrayLike | None = None) -> float:
     """Mean Euclidean distance in pixels between an estimated and a reference displacement.
 
@@ -230,20 +248,25 @@ def ssim_data_range(moving: ArrayLike, fixed: ArrayLike) -> float:
 
 def summarize(moving: ArrayLike, fixed: ArrayLike, warped: ArrayLike, displacement: ArrayLike, *,
               moving_mask: ArrayLike | None = None, fixed_mask: ArrayLike | None = None,
-              reference: ArrayLike | None = None, data_range: float | None = None) -> dict[str, float]:
+              reference: ArrayLike | None = None, data_range: float | None = None,
+              moving_labels: ArrayLike | None = None, fixed_labels: ArrayLike | None = None) -> dict[str, float]:
     """All metrics of one registration as a flat dict (the columns of the reproduction tables).
 
     Keys: ``ssim_before`` (moving vs fixed), ``ssim_after`` (warped vs fixed), ``ssim_data_range`` (the
     ``data_range`` used for both, intensity units), ``mae_before``, ``mae_after`` (mean absolute intensity
     difference, intensity units), ``jac_mean``, ``jac_std``, ``jac_min`` (det J, dimensionless),
     ``folded_fraction`` (in [0, 1]), ``std_log_jac``; ``dice_before``/``dice_after`` when both masks are given
-    (NaN when both masks are empty), ``epe`` (pixels) when a ``reference`` displacement is given.
+    (NaN when both masks are empty), ``label_dice_before``/``label_dice_after`` (mean Dice over the shared
+    labels, :func:`label_dice`) when both label maps are given, ``epe`` (pixels) when a ``reference``
+    displacement is given.
 
     Args:
         moving, fixed, warped: (H, W) images in the same intensity units.
         displacement: (2, H, W) in pixels, the field that made ``warped`` (pull-back).
         moving_mask, fixed_mask: optional (H, W) boolean (or 0/1) masks for Dice; give both or neither.
         reference: optional (2, H, W) reference displacement in pixels, for the endpoint error.
+        moving_labels, fixed_labels: optional (H, W) integer label maps (0 = background) for label Dice; the
+            moving labels are warped with nearest-neighbour interpolation. Give both or neither.
         data_range: the SSIM ``data_range`` in intensity units. None (default) picks it from the images with
             :func:`ssim_data_range`: 1.0 when ``moving`` and ``fixed`` both lie within [0, 1] (the book's
             protocol, unchanged numbers), else their joint ``max - min``, so that the SSIM of intensities in
@@ -262,6 +285,11 @@ def summarize(moving: ArrayLike, fixed: ArrayLike, warped: ArrayLike, displaceme
         raise ValueError(f"{given}: Dice needs both moving_mask and fixed_mask; got only {given}")
     mm = None if moving_mask is None else as_mask(moving_mask, "moving_mask", f.shape)
     fm = None if fixed_mask is None else as_mask(fixed_mask, "fixed_mask", f.shape)
+    if (moving_labels is None) != (fixed_labels is None):
+        given = "moving_labels" if fixed_labels is None else "fixed_labels"
+        raise ValueError(f"{given}: label Dice needs both moving_labels and fixed_labels; got only {given}")
+    ml = None if moving_labels is None else as_labels(moving_labels, "moving_labels", f.shape)
+    fl = None if fixed_labels is None else as_labels(fixed_labels, "fixed_labels", f.shape)
     if reference is not None:
         as_displacement(reference, "reference", f.shape)
     if data_range is None:
@@ -277,11 +305,12 @@ def summarize(moving: ArrayLike, fixed: ArrayLike, warped: ArrayLike, displaceme
         "folded_fraction": float(np.mean(det <= 0)), "std_log_jac": _std_log(det),
     }
     if mm is not None and fm is not None:
-        from dipreg.transform import warp
-
         warped_mask = warp(mm.astype(float), u, order=0) > 0.5
         out["dice_before"] = dice(mm, fm)
         out["dice_after"] = dice(warped_mask, fm)
+    if ml is not None and fl is not None:
+        out["label_dice_before"] = label_dice(ml, fl)
+        out["label_dice_after"] = label_dice(np.rint(warp(ml.astype(float), u, order=0)).astype(np.int64), fl)
     if reference is not None:
         out["epe"] = endpoint_error(u, reference)
     return out

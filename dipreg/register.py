@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,9 @@ import torch.nn.functional as F
 from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.generator import SkipGenerator, init_normal_
+from dipreg.intensity import rescale
 from dipreg.losses import fold_penalty, get_loss
+from dipreg.metrics import ssim
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
@@ -35,6 +38,10 @@ class RegistrationError(RuntimeError):
     def __init__(self, message: str, history: list[float]):
         super().__init__(message)
         self.history = history
+
+
+class RegistrationWarning(UserWarning):
+    """A registration ended worse than the unregistered pair; ``result.info["warning"]`` says how."""
 
 
 class RegistrationInterrupted(KeyboardInterrupt):
@@ -125,9 +132,12 @@ def resolve_config(config: RegistrationConfig | str | None, device: torch.device
     return cfg.replace(**overrides) if overrides else cfg
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    lo, hi = x.min(), x.max()
-    return (x - lo) / (hi - lo)
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    """Normalised 1D Gaussian of standard deviation ``sigma`` (pixels), radius ceil(3 sigma), at least 1 tap."""
+    radius = max(1, math.ceil(3 * sigma)) if sigma > 0 else 0
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2) if sigma > 0 else torch.ones(1)
+    return k / k.sum()
 
 
 class DIPField(torch.nn.Module):
@@ -156,6 +166,10 @@ class DIPField(torch.nn.Module):
             factor[:, 0] *= (self.grid[0] - 1) / (shape[0] - 1)
             factor[:, 1] *= (self.grid[1] - 1) / (shape[1] - 1)
         self.register_buffer("factor", factor, persistent=False)
+        if cfg.smooth:  # the filter's width in grid pixels along each axis
+            for axis, (g, n) in enumerate(zip(self.grid, shape, strict=True)):
+                kernel = _gaussian_kernel(cfg.smooth * (g - 1) / max(n - 1, 1))
+                self.register_buffer(f"kernel{axis}", kernel, persistent=False)
 
     @staticmethod
     def _window(grid: tuple[int, int]) -> torch.Tensor:
@@ -172,14 +186,80 @@ class DIPField(torch.nn.Module):
         z = torch.randn((1, self.cfg.in_channels, *self.grid), generator=generator, device=device)
         return z * self.cfg.noise_std
 
+    def smooth(self, v: torch.Tensor) -> torch.Tensor:
+        """The Gaussian low-pass of ``cfg.smooth`` image pixels on the generator's grid, (N, 2, h, w) in and out
+        (edges replicated)."""
+        for axis in range(2):
+            k = getattr(self, f"kernel{axis}")
+            r = k.shape[-1] // 2
+            pad = (0, 0, r, r) if axis == 0 else (r, r, 0, 0)
+            weight = (k.view(1, 1, -1, 1) if axis == 0 else k.view(1, 1, 1, -1)).expand(2, 1, -1, -1)
+            v = F.conv2d(F.pad(v, pad, mode="replicate"), weight, groups=2)
+        return v
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Displacement (1, 2, H, W) in image pixels for the noise ``z``."""
-        out = self.net(z) * self.factor
+        out = self.net(z)
+        if self.cfg.smooth:
+            out = self.smooth(out)
+        out = out * self.factor
         if self.cfg.integrate:  # integrate on the generator's grid, in that grid's pixel units
             return resize_displacement(integrate_velocity(out, self.cfg.integrate), self.shape)
         if self.grid == self.shape:
             return out
         return F.interpolate(out, size=self.shape, mode="bilinear", align_corners=ALIGN_CORNERS)
+
+
+def optimiser_image(image: np.ndarray, cfg: RegistrationConfig, device: torch.device) -> torch.Tensor:
+    """``image`` as the optimiser sees it: float32 on ``device``, rescaled to [0, 1] by
+    :func:`dipreg.intensity.rescale` with ``cfg.intensity_clip`` when ``cfg.normalize``."""
+    x = rescale(image, cfg.intensity_clip) if cfg.normalize else image
+    return torch.as_tensor(x, dtype=torch.float32, device=device)
+
+
+def quality_check(moving: torch.Tensor, fixed: torch.Tensor, u: torch.Tensor,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+    """Is the registration better than none? The data term and SSIM of the optimiser's images (1, 1, H, W)
+    at the identity and after the displacement ``u`` (1, 2, H, W), pixels.
+
+    Returns ``loss_identity``, ``loss_final``, ``ssim_identity``, ``ssim_final`` and ``warning``: ``None``, or
+    what got worse (the data term up by more than 1 % and 0.001, or SSIM down by more than 0.01) and what to
+    check.
+    """
+    with torch.no_grad():
+        warped = warp_tensor(moving, u)
+        loss_id, loss_fin = float(loss_fn(moving, fixed)), float(loss_fn(warped, fixed))
+    m, f, w = (t[0, 0].double().cpu().numpy() for t in (moving, fixed, warped))
+    data_range = max(float(max(m.max(), f.max()) - min(m.min(), f.min())), 1e-12)
+    ssim_id, ssim_fin = ssim(m, f, data_range=data_range), ssim(w, f, data_range=data_range)
+    worse = []
+    if loss_fin > loss_id + max(0.01 * abs(loss_id), 1e-3):
+        worse.append(f"the data term rose from {loss_id:.4g} (no registration) to {loss_fin:.4g}")
+    if ssim_fin < ssim_id - 0.01:
+        worse.append(f"SSIM fell from {ssim_id:.3f} (no registration) to {ssim_fin:.3f}")
+    warning = None if not worse else (
+        "the registration made the pair less alike: " + "; ".join(worse) + ". Check that both images show the "
+        "same contrast (between contrasts use loss='lncc'), that one image does not hold outliers or padding that "
+        "set its intensity scale (intensity_clip), or lower the learning rate")
+    return {"loss_identity": loss_id, "loss_final": loss_fin, "ssim_identity": ssim_id, "ssim_final": ssim_fin,
+            "warning": warning}
+
+
+class Plateau:
+    """Early stopping on the training loss: :meth:`update` says stop once the best loss so far has not improved
+    by more than ``min_delta`` for ``patience`` steps in a row (``patience=0``: never)."""
+
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.since_best = math.inf, 0
+
+    def update(self, value: float) -> bool:
+        """Record one step's loss; True when the run should stop."""
+        if value < self.best - self.min_delta:
+            self.best, self.since_best = value, 0
+            return False
+        self.since_best += 1
+        return bool(self.patience) and self.since_best >= self.patience
 
 
 def make_optimizer(params: Iterable[torch.Tensor], cfg: RegistrationConfig,
@@ -267,9 +347,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     seed = check_seed(seed)
     start = time.perf_counter()
 
-    m_opt, f_opt = (_normalise(mov), _normalise(fix)) if cfg.normalize else (mov, fix)
-    m_t = torch.as_tensor(m_opt, dtype=torch.float32, device=dev)[None, None]
-    f_t = torch.as_tensor(f_opt, dtype=torch.float32, device=dev)[None, None]
+    m_t, f_t = (optimiser_image(x, cfg, dev)[None, None] for x in (mov, fix))
     gen = torch.Generator(device=dev).manual_seed(seed)
     model = make_field(cfg, mov.shape, seed, dev)
     loss_fn = get_loss(cfg.loss)
@@ -278,7 +356,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     z_fixed = model.noise(gen, dev) if cfg.noise == "fixed" else None
 
     history: list[float] = []
-    best, since_best, stopped = math.inf, 0, "iterations"
+    plateau, stopped = Plateau(cfg.patience, cfg.min_delta), "iterations"
     bar = _progress(cfg.iterations, progress, f"dipreg [{cfg.preset}, {dev.type}]")
     try:
         for it in range(cfg.iterations):
@@ -305,13 +383,9 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
             if callback is not None and callback(Step(it, value, u.detach(), warped_t.detach())):
                 stopped = "callback"
                 break
-            if value < best - cfg.min_delta:
-                best, since_best = value, 0
-            else:
-                since_best += 1
-                if cfg.patience and since_best >= cfg.patience:
-                    stopped = "converged"
-                    break
+            if plateau.update(value):
+                stopped = "converged"
+                break
     except KeyboardInterrupt:
         stopped = "interrupted"
     finally:
@@ -327,11 +401,14 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
         disp = u[0].double().cpu().numpy()
         if not np.all(np.isfinite(disp)):
             raise RegistrationError("the final displacement contains NaN or inf", history)
+        check = quality_check(m_t, f_t, u, loss_fn)
+        if check["warning"]:
+            warnings.warn(check["warning"], RegistrationWarning, stacklevel=3)
         return RegistrationResult(
             warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
             seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
-                  "stopped": stopped, "seed": seed},
+                  "stopped": stopped, "seed": seed, **check},
         )
 
     if stopped != "interrupted":

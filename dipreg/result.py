@@ -47,19 +47,21 @@ class RegistrationResult:
         return jacobian_determinant(self.displacement)
 
     def metrics(self, moving_mask: ArrayLike | None = None, fixed_mask: ArrayLike | None = None,
-                reference: ArrayLike | None = None, *, data_range: float | None = None) -> dict[str, float]:
-        """SSIM before/after, det J statistics, folding, std log det J; Dice and EPE when given masks/reference.
+                reference: ArrayLike | None = None, *, data_range: float | None = None,
+                moving_labels: ArrayLike | None = None, fixed_labels: ArrayLike | None = None) -> dict[str, float]:
+        """SSIM before/after, det J statistics, folding, SD log det J; Dice, label Dice and EPE when given.
 
         See :func:`dipreg.metrics.summarize` for the keys and their units. ``moving_mask``/``fixed_mask``:
         (H, W) boolean masks (both or neither); ``reference``: (2, H, W) displacement in pixels;
         ``data_range``: the SSIM data range in intensity units, None to pick it from ``moving`` and ``fixed``
         (1.0 when both lie within [0, 1], else their joint max - min; the value used is returned as
-        ``ssim_data_range``).
+        ``ssim_data_range``); ``moving_labels``/``fixed_labels``: (H, W) integer label maps for label Dice.
         """
         from dipreg.metrics import summarize
 
         return summarize(self.moving, self.fixed, self.warped, self.displacement, moving_mask=moving_mask,
-                         fixed_mask=fixed_mask, reference=reference, data_range=data_range)
+                         fixed_mask=fixed_mask, reference=reference, data_range=data_range,
+                         moving_labels=moving_labels, fixed_labels=fixed_labels)
 
     def plot(self, **kwargs: Any) -> Figure:
         """Paper Fig. 3 style panels: moving, fixed, warped, deformation grid, det J map; returns the figure.

@@ -82,8 +82,6 @@ def test_bad_inputs(pairs):
         register_many([pairs[0].moving], progress=False)
     with pytest.raises(ValueError, match="seed"):
         register_many(pairs, seed=[1, 2], progress=False, **TINY)
-    with pytest.raises(ValueError, match="patience"):
-        register_many(pairs, progress=False, patience=5, **TINY)
     with pytest.raises(TypeError, match="unknown config field"):
         register_many(pairs, progress=False, bogus=1)
 

@@ -4,6 +4,8 @@ Every source returns a :class:`Pair` (moving, fixed, optional masks, labels, gro
 
 * :func:`sample_pair` / :func:`sample_names`: real brain MRI slices shipped in the package
   (MNI ICBM152 template, one individual, a mean head, a coronal slice; see ``sample/ATTRIBUTION.md``).
+* :func:`tissue_pairs` / :func:`tissue_pair`: six subjects' axial T1 slices with tissue labels (ANTsPy data),
+  every ordered pair an inter-subject problem judged by label Dice; development and held-out splits.
 * :func:`random_displacement` / :func:`synthetic_pair`: smooth invertible deformations with known
   ground truth, ``warp(pair.moving, pair.displacement) == pair.fixed``.
 * :func:`lgg_pairs`, :func:`load_patient`, :func:`load_slice`, :func:`list_patients`, :func:`find_root`,
@@ -29,6 +31,7 @@ from dipreg.data.lgg import (
 from dipreg.data.pair import Pair
 from dipreg.data.sample import sample_names, sample_pair
 from dipreg.data.synthetic import random_displacement, synthetic_pair
+from dipreg.data.tissue import tissue_pair, tissue_pairs
 
 __all__ = [
     "CHANNELS",
@@ -48,6 +51,8 @@ __all__ = [
     "sample_names",
     "sample_pair",
     "synthetic_pair",
+    "tissue_pair",
+    "tissue_pairs",
     "write_displacement",
     "write_image",
 ]

@@ -7,33 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from dipreg._validate import _tensor_to_numpy, as_displacement, as_image, as_mask, same_shape
+from dipreg._validate import as_displacement, as_image, as_labels, as_mask, same_shape
 
 
 def _as_mask(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:
     return None if x is None else as_mask(x, name, shape)
-
-
-def _as_labels(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:
-    if x is None:
-        return None
-    lab = np.asarray(_tensor_to_numpy(x, name, "an integer label map"))
-    if lab.shape != shape:
-        raise ValueError(f"{name}: expected an integer label map of shape {shape} (the image shape), got {lab.shape}")
-    if lab.dtype == bool or not np.issubdtype(lab.dtype, np.integer):
-        if not np.issubdtype(lab.dtype, np.floating):
-            raise TypeError(f"{name}: expected integer tissue labels (0 = background), got dtype {lab.dtype}")
-        if not np.all(np.isfinite(lab)):
-            raise ValueError(f"{name}: contains {int(np.count_nonzero(~np.isfinite(lab)))} NaN or infinite values; "
-                             "expected integer tissue labels (0 = background)")
-        if not np.all(lab == np.round(lab)):
-            raise TypeError(f"{name}: expected integer tissue labels (0 = background), got non-integer values "
-                            f"of dtype {lab.dtype}")
-    if lab.size and lab.min() < 0:
-        raise ValueError(f"{name}: labels must be >= 0 (0 = background), got minimum {lab.min():g}")
-    if lab.size and lab.max() > np.iinfo(np.int64).max:
-        raise ValueError(f"{name}: labels must fit in int64, got maximum {lab.max():g}")
-    return lab.astype(np.int64)
 
 
 @dataclass(eq=False)
@@ -71,8 +49,9 @@ class Pair:
         shape = self.moving.shape
         self.moving_mask = _as_mask(self.moving_mask, "moving_mask", shape)
         self.fixed_mask = _as_mask(self.fixed_mask, "fixed_mask", shape)
-        self.moving_labels = _as_labels(self.moving_labels, "moving_labels", shape)
-        self.fixed_labels = _as_labels(self.fixed_labels, "fixed_labels", shape)
+        self.moving_labels = None if self.moving_labels is None else as_labels(self.moving_labels, "moving_labels",
+                                                                                shape)
+        self.fixed_labels = None if self.fixed_labels is None else as_labels(self.fixed_labels, "fixed_labels", shape)
         if self.displacement is not None:
             self.displacement = as_displacement(self.displacement, "displacement", shape)
         if not isinstance(self.moving_id, str) or not isinstance(self.fixed_id, str):
