@@ -50,7 +50,7 @@ from dipreg.register import (
     check_seed,
     make_field,
     make_optimizer,
-    optimiser_image,
+    optimiser_images,
     quality_check,
     resolve_config,
     resolve_device,
@@ -159,8 +159,9 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     start = time.perf_counter()
     shape = data[0][0].shape
 
-    m_t = torch.stack([optimiser_image(m, cfg, dev) for m, _ in data])[:, None]  # (B, 1, H, W)
-    f_t = torch.stack([optimiser_image(f, cfg, dev) for _, f in data])[:, None]
+    seen = [optimiser_images(m, f, cfg, dev) for m, f in data]
+    m_t = torch.stack([m for m, _ in seen])[:, None]  # (B, 1, H, W)
+    f_t = torch.stack([f for _, f in seen])[:, None]
     gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
     models = [make_field(cfg, shape, s, dev) for s in seeds]
     for m in models:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from dipreg.intensity import check_clip
+from dipreg.intensity import MATCHES, check_clip
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,11 @@ class RegistrationConfig:
             each end before the rescaling (0 = min-max, the paper; 0.005 = ANTs' winsorising at the 0.5 and
             99.5 % quantiles, of the pixels above the image's minimum). Makes a hot pixel, a zero-padded band
             or a different intensity range harmless to MAE and MSE.
+        intensity_match: with ``normalize``, how the moving image's intensities are brought to the fixed one's:
+            ``"none"`` (each image rescaled on its own, the paper), ``"linear"`` (a scale and offset fitted to the
+            two foregrounds' middle quantiles, :func:`dipreg.intensity.match_linear`) or ``"histogram"`` (the
+            moving foreground mapped onto the fixed one's distribution, :func:`dipreg.intensity.match_histogram`:
+            also undoes a gamma). One modality only: between contrasts use ``loss="lncc"``.
     """
 
     preset: str = "custom"
@@ -87,6 +92,7 @@ class RegistrationConfig:
     readout_draws: int = 8
     normalize: bool = True
     intensity_clip: float = 0.0
+    intensity_match: str = "none"
     notes: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,7 +166,7 @@ def field_names() -> list[str]:
 _CHOICES = {"upsample": ("nearest", "bilinear"), "padding": ("zeros", "reflection", "replicate"),
             "norm": ("batch", "instance", "none"), "activation": ("leaky_relu", "relu", "elu", "tanh"),
             "noise": ("fresh", "fixed"), "boundary": ("free", "fixed"), "loss": ("mae", "mse", "lncc"),
-            "optimizer": ("adam", "sgd")}
+            "optimizer": ("adam", "sgd"), "intensity_match": MATCHES}
 
 
 def _check_new_preset(c: RegistrationConfig, overrides: dict[str, Any]) -> None:

@@ -10,8 +10,9 @@ the same value. Min-max scaling (the paper's choice, ``clip=0``) lets one hot pi
 in an image whose darkest tissue is not black, set the whole scale: the two images then disagree everywhere
 and the optimum moves far from the true alignment. ``clip > 0`` winsorises instead, the way ANTs'
 ``antsRegistrationSyN.sh`` does (its default 0.005 / 0.995 quantiles), with one more rule: the quantiles are
-taken over the *foreground*, the pixels above the image's minimum, so that a black background or padding,
-however large, does not decide where the tissue's range starts.
+taken over the *foreground* (:func:`foreground`: not the darkest intensities, nor a flat background that
+fills much of the image), so that a black background or padding, however large, does not decide where the
+tissue's range starts.
 """
 
 from __future__ import annotations
@@ -30,19 +31,40 @@ def check_clip(clip: float, what: str = "clip") -> float:
     return float(clip)
 
 
+def foreground(image: np.ndarray, *, bins: int = 1024, background_share: float = 0.1) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels that carry the image's content, for intensity statistics.
+
+    Left out: the pixels in the lowest of ``bins`` equal intensity bins over [min, max] (black background,
+    zero padding) and, when one bin holds more than ``background_share`` of all pixels, that bin too (a flat
+    background that is not black, e.g. 0.1 around an object, while the padding added by a warp is 0). A
+    constant image has no foreground.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return np.zeros(x.shape, bool)
+    idx = np.minimum(((x - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
+    counts = np.bincount(idx.ravel(), minlength=bins)
+    out = idx > 0
+    top = int(counts.argmax())
+    if top > 0 and counts[top] > background_share * x.size:
+        out &= idx != top
+    return out if out.any() else idx > 0
+
+
 def intensity_window(image: np.ndarray, clip: float = 0.0) -> tuple[float, float]:
     """The intensities ``(lo, hi)`` that :func:`rescale` sends to 0 and 1, in the image's units.
 
     ``clip == 0``: the image's minimum and maximum. ``clip > 0``: the ``clip`` and ``1 - clip`` quantiles of
-    the foreground (pixels above the minimum); when those coincide, the foreground's minimum and maximum, and
-    when that range is empty too (a two-valued image), the image's minimum and maximum.
+    the :func:`foreground`; when those coincide, the foreground's minimum and maximum, and when that range is
+    empty too (a two-valued image), the image's minimum and maximum.
     """
     clip = check_clip(clip)
     x = np.asarray(image, dtype=np.float64)
     lo, hi = float(x.min()), float(x.max())
     if clip == 0.0 or hi <= lo:
         return lo, hi
-    fg = x[x > lo]
+    fg = x[foreground(x)]
     q_lo, q_hi = (float(v) for v in np.quantile(fg, [clip, 1.0 - clip]))
     if q_hi > q_lo:
         return q_lo, q_hi
@@ -59,3 +81,76 @@ def rescale(image: np.ndarray, clip: float = 0.0) -> np.ndarray:
     if hi <= lo:
         return np.zeros_like(x)
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def match_histogram(image: np.ndarray, reference: np.ndarray, *, points: int = 1024) -> np.ndarray:
+    """``image``'s foreground intensities mapped monotonically onto ``reference``'s foreground distribution.
+
+    Foreground: pixels above each image's minimum. Each foreground pixel goes to the reference's intensity at
+    the same quantile (``points`` quantiles, linear in between); the image's background (its minimum) goes to
+    the reference's minimum. A hot pixel, another intensity range or a gamma change of ``image`` disappears;
+    what remains are differences of anatomy. Same-modality registration only (ANTs' ``--use-histogram-matching``
+    is the same idea): between contrasts it invents intensities. A constant image or reference is returned as
+    the reference's minimum everywhere.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.full_like(x, float(ref.min()))
+    fg_x, fg_r = x > x.min(), ref > ref.min()
+    if not fg_x.any() or not fg_r.any():
+        return out
+    q = np.linspace(0.0, 1.0, points)
+    src, dst = np.quantile(x[fg_x], q), np.quantile(ref[fg_r], q)
+    src, tie = np.unique(src, return_inverse=True)  # np.interp needs increasing sample points: a run of equal
+    dst = np.bincount(tie, weights=dst) / np.bincount(tie)  # quantiles (e.g. uint8 data) gets its mean target
+    out[fg_x] = np.interp(x[fg_x], src, dst)
+    return out
+
+
+def match_linear(image: np.ndarray, reference: np.ndarray, *, low: float = 0.05, high: float = 0.95) -> np.ndarray:
+    """``image`` mapped by the linear function ``a * image + b`` (``a > 0``) that best matches its foreground
+    quantiles ``low`` .. ``high`` to ``reference``'s (least squares over 19 quantiles); background and all.
+
+    Corrects a different intensity scale and offset between two images of one modality without reshaping their
+    histograms (a gamma stays); the middle quantiles ignore hot pixels, padding and partial-volume edges.
+    A constant image or reference is returned as the reference's minimum everywhere.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    fg_x, fg_r = foreground(x), foreground(ref)
+    if not fg_x.any() or not fg_r.any():
+        return np.full_like(x, float(ref.min()))
+    q = np.linspace(low, high, 19)
+    src, dst = np.quantile(x[fg_x], q), np.quantile(ref[fg_r], q)
+    if np.ptp(src) == 0:
+        return np.full_like(x, float(np.median(dst)))
+    a, b = np.polyfit(src, dst, 1)
+    if a <= 0:  # no increasing fit (unrelated histograms): keep the quantile range instead
+        a = np.ptp(dst) / np.ptp(src)
+        b = dst.mean() - a * src.mean()
+    return a * x + b
+
+
+MATCHES = ("none", "linear", "histogram")
+"""How :func:`prepare_pair` brings the moving image's intensities to the fixed image's."""
+
+
+def prepare_pair(moving: np.ndarray, fixed: np.ndarray, clip: float = 0.0,
+                 match: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """The two (H, W) images as every dipreg optimiser sees them, both in [0, 1].
+
+    The fixed image is :func:`rescale` d with ``clip``. The moving image: ``match="none"`` rescaled on its own
+    (min-max when ``clip == 0``: the paper); ``"linear"`` brought into the fixed image's units by
+    :func:`match_linear`, then mapped with the fixed image's window; ``"histogram"`` mapped onto the rescaled
+    fixed image's distribution by :func:`match_histogram`.
+    """
+    if match not in MATCHES:
+        raise ValueError(f"intensity_match: expected one of {list(MATCHES)}, got {match!r}")
+    f = rescale(fixed, clip)
+    if match == "histogram":
+        return match_histogram(moving, f), f
+    if match == "linear":
+        lo, hi = intensity_window(fixed, clip)
+        scale = hi - lo if hi > lo else 1.0
+        return np.clip((match_linear(moving, fixed) - lo) / scale, 0.0, 1.0), f
+    return rescale(moving, clip), f

@@ -1,5 +1,6 @@
-"""Deep-image-prior registration (paper eq. 2): optimise a random CNN's weights so that its output,
-read as a displacement, warps the moving image onto the fixed one.
+"""Deep-image-prior registration: optimise a random CNN's weights so that its output, read as a displacement,
+warps the moving image onto the fixed one (paper eq. 2 with ``config="paper"``; the default presets add the
+parts listed by :func:`dipreg.presets.differences`).
 
 Book: chapter "Registration with a deep image prior" (``book/07_dip_registration.ipynb``).
 """
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.generator import SkipGenerator, init_normal_
-from dipreg.intensity import rescale
+from dipreg.intensity import prepare_pair
 from dipreg.losses import fold_penalty, get_loss
 from dipreg.metrics import ssim
 from dipreg.presets import default_config, get_preset
@@ -210,11 +211,16 @@ class DIPField(torch.nn.Module):
         return F.interpolate(out, size=self.shape, mode="bilinear", align_corners=ALIGN_CORNERS)
 
 
-def optimiser_image(image: np.ndarray, cfg: RegistrationConfig, device: torch.device) -> torch.Tensor:
-    """``image`` as the optimiser sees it: float32 on ``device``, rescaled to [0, 1] by
-    :func:`dipreg.intensity.rescale` with ``cfg.intensity_clip`` when ``cfg.normalize``."""
-    x = rescale(image, cfg.intensity_clip) if cfg.normalize else image
-    return torch.as_tensor(x, dtype=torch.float32, device=device)
+def optimiser_images(moving: np.ndarray, fixed: np.ndarray, cfg: RegistrationConfig,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two (H, W) images as the optimiser sees them: float32 (H, W) tensors on ``device``.
+
+    ``cfg.normalize``: both mapped to [0, 1] by :func:`dipreg.intensity.prepare_pair` with ``cfg.intensity_clip``
+    and ``cfg.intensity_match``; otherwise as they are.
+    """
+    m, f = prepare_pair(moving, fixed, cfg.intensity_clip, cfg.intensity_match) if cfg.normalize else (moving, fixed)
+    return (torch.as_tensor(m, dtype=torch.float32, device=device),
+            torch.as_tensor(f, dtype=torch.float32, device=device))
 
 
 def quality_check(moving: torch.Tensor, fixed: torch.Tensor, u: torch.Tensor,
@@ -278,7 +284,8 @@ def make_optimizer(params: Iterable[torch.Tensor], cfg: RegistrationConfig,
 def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor,
               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
               fold_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One iteration's loss, displacement and warped image (paper eq. 2 plus the presets' fold barrier).
+    """One iteration's loss, displacement and warped image (paper eq. 2, plus the fold barrier of presets that
+    have one).
 
     ``z``: (1, C, h, w) noise; ``moving``, ``fixed``: (1, 1, H, W) images as the optimiser sees them.
     Returns the scalar loss, the displacement (1, 2, H, W) in pixels and ``warp_tensor(moving, u)``.
@@ -310,7 +317,13 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
              seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
              callback: Callable[[Step], bool | None] | None = None, compile: bool = False,  # noqa: A002
              **overrides: Any) -> RegistrationResult:
-    """Register ``moving`` onto ``fixed`` with a randomly initialised CNN as the prior (paper eq. 2).
+    """Register ``moving`` onto ``fixed`` with a randomly initialised CNN as the prior.
+
+    ``config="paper"`` is the paper's method (eq. 2: the network's weights optimised on the MAE, the field read
+    out as a displacement). The default presets (``"cpu"``, ``"gpu"``) are a hybrid built on it: the same
+    generator, but on a coarse control grid, read out through a Gaussian low-pass and integrated as a velocity,
+    with robust intensity handling, a fold barrier and early stopping; :func:`dipreg.presets.differences` lists
+    every departure from the paper and the book's chapter "Reproducing the brain MRI results" measures each one.
 
     Args:
         moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape, in the same intensity units
@@ -347,7 +360,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     seed = check_seed(seed)
     start = time.perf_counter()
 
-    m_t, f_t = (optimiser_image(x, cfg, dev)[None, None] for x in (mov, fix))
+    m_t, f_t = (t[None, None] for t in optimiser_images(mov, fix, cfg, dev))
     gen = torch.Generator(device=dev).manual_seed(seed)
     model = make_field(cfg, mov.shape, seed, dev)
     loss_fn = get_loss(cfg.loss)

@@ -13,7 +13,7 @@ import dipreg
 from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
 from dipreg.data import tissue_pair, tissue_pairs
-from dipreg.intensity import intensity_window, rescale
+from dipreg.intensity import intensity_window, match_histogram, match_linear, rescale
 from dipreg.losses import mae
 from dipreg.metrics import label_dice
 from dipreg.presets import get_preset
@@ -68,6 +68,44 @@ def test_bad_clip_is_refused(bad):
         rescale(np.eye(4), bad)
     with pytest.raises((TypeError, ValueError), match="config.intensity_clip"):
         RegistrationConfig(intensity_clip=bad)
+
+
+def test_match_histogram_undoes_a_monotone_change_and_keeps_the_background():
+    rng = np.random.default_rng(4)
+    ref = np.zeros((64, 64))
+    ref[8:56, 8:56] = rng.random((48, 48))
+    changed = ref**0.5 * 900 + 100  # gamma, scale and offset; the background becomes 100
+    out = match_histogram(changed, ref)
+    inside = ref > 0
+    assert np.abs(out - ref)[inside].max() < 0.01
+    assert np.all(out[~inside] == 0.0)
+    hot = ref.copy()
+    hot[20, 20] = 50.0
+    matched = match_histogram(hot, ref)
+    assert matched[20, 20] == ref.max()  # the hot pixel takes the top value; the rest stays put
+    inside[20, 20] = False
+    assert np.abs(matched - ref)[inside].max() < 0.01
+    assert np.all(match_histogram(np.ones((4, 4)), ref) == 0.0)
+
+
+def test_match_linear_undoes_scale_and_offset_but_not_a_gamma():
+    rng = np.random.default_rng(5)
+    ref = np.zeros((64, 64))
+    ref[8:56, 8:56] = 0.2 + 0.8 * rng.random((48, 48))
+    moved = ref * 900 + 100
+    moved[10, 10] = 1e6  # a hot pixel does not enter the fit
+    out = match_linear(moved, ref)
+    keep = np.ones(ref.shape, bool)
+    keep[10, 10] = False
+    np.testing.assert_allclose(out[keep], ref[keep], atol=2e-3)  # one pixel shifts the quantiles by a rank
+    curved = match_linear(ref**0.5, ref)
+    assert np.abs(curved - ref)[ref > 0].max() > 0.02  # linear only
+
+
+def test_intensity_match_is_a_checked_config_field():
+    assert RegistrationConfig(intensity_match="linear").intensity_match == "linear"
+    with pytest.raises(ValueError, match="config.intensity_match"):
+        RegistrationConfig(intensity_match="yes")
 
 
 def test_label_dice_means_over_shared_labels():
