@@ -189,13 +189,16 @@ class DIPField(torch.nn.Module):
 
     def smooth(self, v: torch.Tensor) -> torch.Tensor:
         """The Gaussian low-pass of ``cfg.smooth`` image pixels on the generator's grid, (N, 2, h, w) in and out
-        (edges replicated)."""
+        (edges replicated; written with ``torch.cat`` rather than ``F.pad(mode="replicate")``, whose backward
+        ``torch.compile`` cannot trace)."""
         for axis in range(2):
             k = getattr(self, f"kernel{axis}")
             r = k.shape[-1] // 2
-            pad = (0, 0, r, r) if axis == 0 else (r, r, 0, 0)
+            dim = 2 + axis
+            first, last = v.narrow(dim, 0, 1), v.narrow(dim, v.shape[dim] - 1, 1)
+            v = torch.cat([first.repeat_interleave(r, dim), v, last.repeat_interleave(r, dim)], dim)
             weight = (k.view(1, 1, -1, 1) if axis == 0 else k.view(1, 1, 1, -1)).expand(2, 1, -1, -1)
-            v = F.conv2d(F.pad(v, pad, mode="replicate"), weight, groups=2)
+            v = F.conv2d(v, weight, groups=2)
         return v
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
