@@ -34,7 +34,7 @@ def check_clip(clip: float, what: str = "clip") -> float:
 def foreground(image: np.ndarray, *, bins: int = 1024, background_share: float = 0.1) -> np.ndarray:
     """Boolean (H, W) mask of the pixels that carry the image's content, for intensity statistics.
 
-    Left out: the pixels in the lowest of ``bins`` equal intensity bins over [min, max] (black background,
+    Left out: the pixels in the lowest of ``bins`` equal intensity bins over [min, 99.9th percentile] (black background,
     zero padding) and, when one bin holds more than ``background_share`` of all pixels, that bin too (a flat
     background that is not black, e.g. 0.1 around an object, while the padding added by a warp is 0). A
     constant image has no foreground.
@@ -43,7 +43,9 @@ def foreground(image: np.ndarray, *, bins: int = 1024, background_share: float =
     lo, hi = float(x.min()), float(x.max())
     if hi <= lo:
         return np.zeros(x.shape, bool)
-    idx = np.minimum(((x - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
+    top_value = float(np.quantile(x, 0.999))  # the bins span [min, 99.9th percentile]: a hot pixel cannot widen them
+    hi = top_value if top_value > lo else hi
+    idx = np.clip(((x - lo) / (hi - lo) * bins).astype(np.int64), 0, bins - 1)
     counts = np.bincount(idx.ravel(), minlength=bins)
     out = idx > 0
     top = int(counts.argmax())
@@ -108,12 +110,14 @@ def match_histogram(image: np.ndarray, reference: np.ndarray, *, points: int = 1
 
 
 def match_linear(image: np.ndarray, reference: np.ndarray, *, low: float = 0.05, high: float = 0.95) -> np.ndarray:
-    """``image`` mapped by the linear function ``a * image + b`` (``a > 0``) that best matches its foreground
-    quantiles ``low`` .. ``high`` to ``reference``'s (least squares over 19 quantiles); background and all.
+    """``image`` in ``reference``'s intensity units: its :func:`foreground` mapped by the linear function
+    ``a * image + b`` (``a > 0``) that best matches its quantiles ``low`` .. ``high`` to the reference
+    foreground's (least squares over 19 quantiles), its background set to the reference's background level (the
+    median of the reference's pixels outside its foreground).
 
     Corrects a different intensity scale and offset between two images of one modality without reshaping their
-    histograms (a gamma stays); the middle quantiles ignore hot pixels, padding and partial-volume edges.
-    A constant image or reference is returned as the reference's minimum everywhere.
+    histograms; the middle quantiles ignore hot pixels, padding and partial-volume edges, and a black background
+    stays black. A constant image or reference is returned as the reference's minimum everywhere.
     """
     x = np.asarray(image, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
@@ -123,12 +127,14 @@ def match_linear(image: np.ndarray, reference: np.ndarray, *, low: float = 0.05,
     q = np.linspace(low, high, 19)
     src, dst = np.quantile(x[fg_x], q), np.quantile(ref[fg_r], q)
     if np.ptp(src) == 0:
-        return np.full_like(x, float(np.median(dst)))
-    a, b = np.polyfit(src, dst, 1)
-    if a <= 0:  # no increasing fit (unrelated histograms): keep the quantile range instead
-        a = np.ptp(dst) / np.ptp(src)
-        b = dst.mean() - a * src.mean()
-    return a * x + b
+        a, b = 0.0, float(np.median(dst))
+    else:
+        a, b = np.polyfit(src, dst, 1)
+        if a <= 0:  # no increasing fit (unrelated histograms): keep the quantile range instead
+            a = np.ptp(dst) / np.ptp(src)
+            b = dst.mean() - a * src.mean()
+    background = float(np.median(ref[~fg_r])) if (~fg_r).any() else float(ref.min())
+    return np.where(fg_x, a * x + b, background)
 
 
 MATCHES = ("none", "linear", "histogram")

@@ -106,7 +106,8 @@ def test_result_fields_and_determinism(synthetic_pair):
     assert a.info["weight"] == 0.2 and a.info["regularizer"] == "diffusion"
     assert a.info["level_shapes"] == [(32, 32), (64, 64)] and a.info["level_starts"] == [0, 10]
     assert a.config == {"regularizer": "diffusion", "weight": 0.2, "loss": "mae", "lr": DEFAULTS["lr"],
-                        "iterations": [10, 15], "levels": 2, "seed": 1}
+                        "iterations": [10, 15], "levels": 2, "intensity_clip": DEFAULTS["intensity_clip"],
+                        "intensity_match": DEFAULTS["intensity_match"], "seed": 1}
     np.testing.assert_allclose(a.history, np.array(a.info["data_history"]) + 0.2 * np.array(a.info["reg_history"]),
                                rtol=1e-5)
 
