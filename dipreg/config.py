@@ -100,6 +100,9 @@ class RegistrationConfig:
             value = getattr(self, key)
             if isinstance(value, list) or (isinstance(value, np.ndarray) and value.ndim == 1):
                 object.__setattr__(self, key, tuple(value))
+        for key, allowed in _CHOICES.items():  # None (e.g. `--set norm=none` on the command line) means "none"
+            if getattr(self, key) is None and "none" in allowed:
+                object.__setattr__(self, key, "none")
         _check(self)
         # numpy scalars (e.g. from a sweep over np.linspace) become plain Python numbers: hashable, JSON-ready
         for key in ("down", "up"):

@@ -105,6 +105,7 @@ def test_match_linear_undoes_scale_and_offset_but_not_a_gamma():
 
 def test_intensity_match_is_a_checked_config_field():
     assert RegistrationConfig(intensity_match="linear").intensity_match == "linear"
+    assert RegistrationConfig(intensity_match=None).intensity_match == "none"  # what `--set intensity_match=none` gives
     with pytest.raises(ValueError, match="config.intensity_match"):
         RegistrationConfig(intensity_match="yes")
 
