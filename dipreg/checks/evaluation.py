@@ -83,15 +83,21 @@ def _masked_folding_case(rng: np.random.Generator, kind: str) -> tuple[tuple, fl
     return (u, mask), frac, variants
 
 
+def _check_plain_then_masked(fn: Callable[..., float], plain: Callable, masked: Callable, name: str,
+                             seed: int | None) -> bool:
+    """The cases of ``plain`` (no mask), then three of ``masked`` with the mask as bool, 0/1 uint8 and 0/1 float."""
+    if not check_cases(fn, plain, name, trials=3, seed=seed, atol=1e-9, rtol=1e-9):
+        return False
+    kinds = iter(["bool", "uint8", "float"])
+    what = f"{name} with a mask"
+    return check_cases(guard_mask_errors(fn, what), lambda rng: masked(rng, next(kinds)), what,
+                       trials=3, seed=None if seed is None else seed + 1, atol=1e-9, rtol=1e-9)
+
+
 def check_folded_fraction(fn: Callable[..., float], *, seed: int | None = None) -> bool:
     """Check ``fn(u, mask=None) -> fraction of pixels with det J <= 0`` for a (2, H, W) displacement: first over
     the whole image (one argument), then within masks given as booleans, 0/1 integers and 0/1 floats."""
-    if not check_cases(fn, _folding_case, "folded_fraction", trials=3, seed=seed, atol=1e-9, rtol=1e-9):
-        return False
-    kinds = iter(["bool", "uint8", "float"])
-    what = "folded_fraction with a mask"
-    return check_cases(guard_mask_errors(fn, what), lambda rng: _masked_folding_case(rng, next(kinds)), what,
-                       trials=3, seed=None if seed is None else seed + 1, atol=1e-9, rtol=1e-9)
+    return _check_plain_then_masked(fn, _folding_case, _masked_folding_case, "folded_fraction", seed)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -182,9 +188,4 @@ def check_endpoint_error(fn: Callable[..., float], *, seed: int | None = None) -
     """Check ``fn(estimate, reference, mask=None) -> mean endpoint error`` in pixels for (2, H, W) displacements:
     first over the whole image (two arguments), then within masks given as booleans, 0/1 integers and 0/1
     floats."""
-    if not check_cases(fn, _epe_case, "endpoint_error", trials=3, seed=seed, atol=1e-9, rtol=1e-9):
-        return False
-    kinds = iter(["bool", "uint8", "float"])
-    what = "endpoint_error with a mask"
-    return check_cases(guard_mask_errors(fn, what), lambda rng: _masked_epe_case(rng, next(kinds)), what,
-                       trials=3, seed=None if seed is None else seed + 1, atol=1e-9, rtol=1e-9)
+    return _check_plain_then_masked(fn, _epe_case, _masked_epe_case, "endpoint_error", seed)
