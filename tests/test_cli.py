@@ -279,19 +279,8 @@ def no_registration(monkeypatch):
     monkeypatch.setattr(sys.modules["dipreg.register"], "register", forbidden)
 
 
-def write_singular_nifti(path: Path, image: np.ndarray) -> None:
-    import nibabel as nib
-
-    header = nib.Nifti1Header()
-    header.set_data_shape((*image.shape, 1))
-    header.set_data_dtype(np.float32)
-    for key in ("srow_x", "srow_y", "srow_z"):
-        header[key] = 0
-    header["sform_code"], header["qform_code"] = 1, 0
-    nib.save(nib.Nifti1Image(image[:, :, None].astype(np.float32), None, header=header), str(path))
-
-
-def test_register_refuses_a_singular_affine_before_registering(tmp_path, pair, no_registration, capsys):
+def test_register_refuses_a_singular_affine_before_registering(tmp_path, pair, no_registration, capsys,
+                                                              write_singular_nifti):
     m, f = write_pair(tmp_path, pair, ".nii.gz")
     write_singular_nifti(f, pair.fixed)
     assert main(["register", str(m), str(f), "--out", str(tmp_path / "out"), *TINY]) == 2

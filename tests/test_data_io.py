@@ -187,15 +187,9 @@ def test_an_npy_of_two_channels_is_not_taken_for_grey_and_alpha(tmp_path):
         read_image(path)
 
 
-def test_a_singular_nifti_affine_is_refused_on_reading(tmp_path, image):
-    header = nib.Nifti1Header()
-    header.set_data_shape((*image.shape, 1))
-    header.set_data_dtype(np.float32)
-    for key in ("srow_x", "srow_y", "srow_z"):
-        header[key] = 0
-    header["sform_code"], header["qform_code"] = 1, 0
+def test_a_singular_nifti_affine_is_refused_on_reading(tmp_path, image, write_singular_nifti):
     path = tmp_path / "zero.nii.gz"
-    nib.save(nib.Nifti1Image(image[:, :, None].astype(np.float32), None, header=header), str(path))
+    write_singular_nifti(path, image)
     assert np.all(nib.load(str(path)).affine[:3] == 0)
     with pytest.raises(ValueError, match="invertible 4 x 4") as info:
         read_image(path)
