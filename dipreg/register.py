@@ -134,10 +134,10 @@ def resolve_config(config: RegistrationConfig | str | None, device: torch.device
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    """Normalised 1D Gaussian of standard deviation ``sigma`` (pixels), radius ceil(3 sigma), at least 1 tap."""
-    radius = max(1, math.ceil(3 * sigma)) if sigma > 0 else 0
+    """Normalised 1D Gaussian of standard deviation ``sigma`` > 0 (pixels), radius max(1, ceil(3 sigma))."""
+    radius = max(1, math.ceil(3 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (x / sigma) ** 2) if sigma > 0 else torch.ones(1)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
     return k / k.sum()
 
 
