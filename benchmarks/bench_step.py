@@ -66,7 +66,7 @@ def peak_flops(dev: torch.device, quick: bool = False) -> dict[str, float]:
     return {"matmul": 2 * n**3 / t_mm, "conv2d": 2 * 4 * c * c * 9 * s * s / t_conv}
 
 
-def make_step(preset: str, size: int, dev: torch.device, compile: bool = False,  # noqa: A002
+def make_step(preset: str, size: int, dev: torch.device, compile: bool = False,
               amp: str | None = None, **overrides):
     """The config, a closure running one optimisation step, and the forward FLOPs of that step.
 

@@ -34,7 +34,7 @@ from dipreg.transform import warp
 
 
 def time_to_quality(pair, target: float, *, preset: str, every: int, stop: bool, dev: torch.device,
-                    seed: int = 0, compile: bool = False, **overrides) -> dict:  # noqa: A002
+                    seed: int = 0, compile: bool = False, **overrides) -> dict:
     """Run ``dipreg.register`` on ``pair`` and return when (evaluation time excluded) SSIM first reached ``target``."""
     state = {"eval": 0.0, "hit": None, "hit_iter": None, "best": -1.0, "last": None}
 

@@ -16,11 +16,11 @@ What :func:`register_ants` does, and the choices it makes:
   images are resampled by pull-back, exactly dipreg's convention ``warped(x) = moving(x + u(x))``; with
   the geometry above the components come out as (row, column) in pixels with no sign flip or swap.
   The test suite checks that ``dipreg.warp(moving, u)`` reproduces ANTs' own ``warpedmovout``, and
-  ``info["ants_warped_max_diff"]`` records that difference for every run. Measured on the LGG pairs:
-  about 1e-5 (float32 storage) wherever the sample point ``x + u(x)`` lies at least one pixel inside
-  the moving image, and up to 0.013 within one pixel of its edge, where ITK repeats the edge pixel out
-  to half a pixel beyond the last pixel centre while dipreg (``grid_sample``, zero padding) fades to 0
-  over one pixel.
+  ``info["ants_warped_max_diff"]`` records that difference for every run. It is small wherever the
+  sample point ``x + u(x)`` lies at least one pixel inside the moving image, and larger within one pixel
+  of its edge, where ITK repeats the edge pixel out to half a pixel beyond the last pixel centre while
+  dipreg (``grid_sample``, zero padding) fades to 0 over one pixel (measured: ``BENCHMARKS.md``, "Moved
+  from docstrings").
 * **Reproducibility.** Two traps, both measured with antspyx 0.6.3:
   ``ants.registration`` silently swallows a ``random_seed=`` keyword (it reads the seed from
   ``ants.config._random_seed``), and ANTs treats ``--random-seed 0`` as *no* seed (it seeds from the
@@ -66,12 +66,10 @@ ANTS_SETTINGS: dict[str, dict[str, Any]] = {
 ``"paper"``: ANTsPy's default ``SyN`` (affine + SyN with Mattes mutual information, 40 x 20 x 0
 iterations): the ITK comparator as the paper describes it (an affine registration followed by a
 deformable one, Avants et al. 2012). ``"strong"``: ``SyNCC`` (rigid + affine + SyN with local
-cross-correlation), the strongest setting measured under 60 s per 256 x 256 pair on 2 CPU cores, so that
-the DIP method is never compared with a weak baseline only. ``"script"``: ANTs' recommended
-``antsRegistrationSyN.sh`` recipe, nearly as strong as ``SyNCC`` in half the time. Mean SSIM on the
-book's 5 LGG pairs (0.493 before; 2-core AMD EPYC, single-threaded ITK): ``SyN`` 0.650 (2.5 s per
-pair), ``antsRegistrationSyNQuick[s]`` 0.650 (5 s), ``SyNAggro`` 0.649 (7 s), ``antsRegistrationSyN[s]``
-0.720 (14 s), ``SyNCC`` 0.725 (31 s); none folded a pixel.
+cross-correlation), the strongest setting measured under a minute per 256 x 256 pair on 2 CPU cores, so
+that the DIP method is never compared with a weak baseline only. ``"script"``: ANTs' recommended
+``antsRegistrationSyN.sh`` recipe, nearly as strong as ``SyNCC`` in half the time. SSIM and seconds of
+each on the book's LGG pairs: ``BENCHMARKS.md``, "Moved from docstrings".
 """
 
 

@@ -132,24 +132,21 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
             full-resolution units (bending is divided by the squared downsampling factor), so one
             ``weight`` means the same prior at every level.
         weight: lambda of eq. 1, >= 0 (0 = data term only, which folds); for diffusion it weighs a
-            dimensionless energy against the MAE of [0, 1] intensities. Default 0.3. Measured on the 5 LGG
-            brain pairs of the book (256 x 256, other settings default; mean SSIM / folded pixels): 0: 0.907 /
-            36 %, 0.05: 0.756 / 2.3 %, 0.1: 0.717 / 1.0 %, 0.2: 0.689 / 0.005 %, 0.25: 0.679 / 0, 0.3: 0.673 / 0,
-            0.5: 0.649 / 0. 0.3 keeps a margin against folding on other pairs (0.2 still folds), at 0.007
-            SSIM below 0.25. ANTs ``SyN`` reaches 0.650 on the same pairs.
+            dimensionless energy against the MAE of [0, 1] intensities. Default 0.3: the smallest weight that
+            did not fold on the book's LGG pairs, with a margin (the measurements behind every default here:
+            ``BENCHMARKS.md``, "Moved from docstrings").
         loss: data term, ``"mae"`` (the paper's), ``"mse"`` or ``"lncc"``.
         lr: Adam learning rate, about the largest step of a displacement component per iteration, in
-            pixels of the current level. Default 0.1 (0.05 and 0.2 gave the same SSIM within 0.01).
+            pixels of the current level. Default 0.1.
         iterations: Adam steps per level (an int for all levels, or one count per level, coarse first).
-            Default 150, i.e. 750 steps at 5 levels: 3-4 s per 256 x 256 pair with one CPU thread (300 per
-            level changed the mean SSIM by 0.001 at weight 0.2).
+            Default 150, i.e. 750 steps at 5 levels.
         intensity_clip: fraction of each image's foreground intensities winsorised at each end before the
             rescaling (:func:`dipreg.intensity.rescale`; 0 = min-max). Default 0.005, as ANTs' scripts.
         intensity_match: ``"none"``, ``"linear"`` (default: the moving image brought to the fixed image's
             intensity scale and offset) or ``"histogram"``; see :func:`dipreg.intensity.prepare_pair`.
         levels: number of pyramid levels, coarse to fine by factors of 2. Default 5 (16 x 16 at the
-            coarsest for 256 x 256). At weight 0.3 the mean SSIM was 0.560 with 1 level, 0.615 with 3 and
-            0.673 with 5, with no folding in any. The coarsest level must keep at least 4 x 4 pixels.
+            coarsest for 256 x 256); fewer levels register less of a large motion. The coarsest level must keep
+            at least 4 x 4 pixels.
         seed: accepted for a uniform call shape; the method has no randomness (recorded in ``info``).
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
         progress: show a progress bar.

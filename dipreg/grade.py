@@ -164,7 +164,7 @@ def definitions(nb: dict, include_solutions: bool = False) -> tuple[dict[str, An
             try:
                 with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    exec(compile(module, f"<cell {i}>", "exec"), namespace)  # noqa: S102
+                    exec(compile(module, f"<cell {i}>", "exec"), namespace)
             except Exception as exc:
                 problems.append(f"cell {i}: {type(exc).__name__}: {exc}")
     return namespace, problems

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
     from matplotlib.image import AxesImage
-
-    from dipreg.result import RegistrationResult
 
 
 def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, *, cmap: str = "gray",
@@ -105,7 +103,20 @@ def plot_jacobian(ax: Axes, displacement: ArrayLike, *, vmax: float = 2.0, color
     return im
 
 
-def plot_result(result: RegistrationResult, *, step: int = 8, title: str | None = None,
+class ShownResult(Protocol):
+    """What :func:`plot_result` reads of a result (:class:`dipreg.RegistrationResult` has it all): the (H, W)
+    images, the (2, H, W) pixel displacement and ``metrics()``. A protocol, so that this module needs no
+    import of :mod:`dipreg.result`, which imports this one to draw itself."""
+
+    moving: np.ndarray
+    fixed: np.ndarray
+    warped: np.ndarray
+    displacement: np.ndarray
+
+    def metrics(self) -> dict[str, Any]: ...
+
+
+def plot_result(result: ShownResult, *, step: int = 8, title: str | None = None,
                 axes: Sequence[Axes] | np.ndarray | None = None) -> Figure:
     """Paper Fig. 3 style: moving, fixed, warped, deformation grid and det J map of one result.
 
@@ -132,19 +143,3 @@ def plot_result(result: RegistrationResult, *, step: int = 8, title: str | None 
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-
-
-def plot_history(history: Sequence[float], ax: Axes | None = None, label: str | None = None) -> Axes:
-    """Loss against iteration; returns the Axes.
-
-    ``history``: the loss at every iteration (the loss's units); ``ax``: the Axes to draw into (None makes a
-    new figure); ``label``: legend entry, or None for no legend.
-    """
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(np.arange(len(history)), history, label=label)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("loss")
-    if label:
-        ax.legend()
-    return ax

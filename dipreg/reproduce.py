@@ -180,7 +180,7 @@ class _Method:
 
 def _plan_methods(methods: Sequence[str], *, preset: str | None, device: Any, seed: int, progress: bool,
                   overrides: dict[str, Any] | None, method_options: dict[str, dict[str, Any]] | None,
-                  compile: bool = False) -> list[_Method]:  # noqa: A002
+                  compile: bool = False) -> list[_Method]:
     from dipreg.register import register, resolve_config, resolve_device
 
     if isinstance(methods, str):
@@ -493,12 +493,12 @@ def _say(msg: str) -> None:
 
 def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
               methods: Sequence[str] | str = DEFAULT_METHODS, protocol: str = "consecutive",
-              slice: int | str = "middle",  # noqa: A002 - same name as dipreg.data.lgg_pairs
+              slice: int | str = "middle",  # same name as dipreg.data.lgg_pairs
               channel: str | None = None, limit: int | None = None, size: int | None = None,
               preset: str | None = None, device: str | None = None, seed: int = 0, progress: bool = True,
               overrides: dict[str, Any] | None = None, method_options: dict[str, dict[str, Any]] | None = None,
               command: str | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
-              compile: bool = False, jobs: int = 1) -> Path:  # noqa: A002
+              compile: bool = False, jobs: int = 1) -> Path:
     """Run every method on every LGG pair and append one row per (pair, method) to ``out_dir/results.csv``.
 
     Args:
@@ -587,13 +587,13 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
 
 
 def _run(out: Path, data_root: Path, pairs_iter: Iterable[Any], unreadable: list[tuple[str, str, Exception]],
-         plan: list[_Method], dev: Any, *, jobs: int, protocol: str, slice: int | str,  # noqa: A002
+         plan: list[_Method], dev: Any, *, jobs: int, protocol: str, slice: int | str,
          channel: str | int | None, size: int | None, seed: int, limit: int | None, preset: str | None,
          overrides: dict[str, Any] | None, method_options: dict[str, dict[str, Any]] | None, command: str | None,
-         on_row: Callable[[dict[str, Any]], None] | None, compile: bool, progress: bool) -> Path:  # noqa: A002
+         on_row: Callable[[dict[str, Any]], None] | None, compile: bool, progress: bool) -> Path:
     """The body of :func:`reproduce` once its output folder is locked."""
     from dipreg import __version__
-    from dipreg.data.lgg import _channel_name
+    from dipreg.data.lgg import channel_name
 
     results = out / RESULTS_FILE
     previous = _read_provenance(out / PROVENANCE_FILE)  # a damaged one is refused before anything is written
@@ -604,7 +604,7 @@ def _run(out: Path, data_root: Path, pairs_iter: Iterable[Any], unreadable: list
     if protocol == "pre-post":
         channel_label = "t1_pre->t1_post"
     else:  # the channel's name, also when it was given as an index
-        channel_label = _channel_name("flair" if channel is None else channel)
+        channel_label = channel_name("flair" if channel is None else channel)
     expected = {"protocol": protocol, "slice": str(slice), "channel": channel_label,
                 "size": "" if size is None else str(int(size)), "seed": str(seed)}
     warmed = _check_size(plan, size) if size is not None else set()

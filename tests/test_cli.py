@@ -73,7 +73,7 @@ def test_register_compile_flag_reaches_register(tmp_path, pair, monkeypatch):
     module = sys.modules["dipreg.register"]
     real, seen = module.register, []
 
-    def spy(*args, compile=False, **kwargs):  # noqa: A002 - runs eagerly; compilation is tested in test_register
+    def spy(*args, compile=False, **kwargs):  # runs eagerly; compilation is tested in test_register
         seen.append(compile)
         return real(*args, **kwargs)
 

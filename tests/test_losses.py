@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from dipreg.losses import lncc
+from dipreg.losses import fold_penalty, get_loss, jacobian_determinant_tensor, lncc, mae, mse
+from dipreg.metrics import jacobian_determinant
 
 
 def lncc_reference(warped: np.ndarray, fixed: np.ndarray, window: int, eps: float = 1e-5) -> float:
@@ -38,3 +39,57 @@ def test_lncc_ignores_a_change_of_contrast():
     img = torch.from_numpy((img - img.min()) / (img.max() - img.min()))
     same, rescaled, mirrored = (float(lncc(img, other)) for other in (img, 3.0 * img, torch.flip(img, (-1,))))
     assert rescaled <= same < 0.5 * mirrored
+
+
+def test_mae_and_mse_against_numpy():
+    rng = np.random.default_rng(0)
+    warped, fixed = rng.normal(size=(2, 1, 9, 13)), rng.normal(size=(2, 1, 9, 13))
+    w, f = torch.from_numpy(warped), torch.from_numpy(fixed)
+    assert float(mae(w, f)) == pytest.approx(np.abs(warped - fixed).mean(), rel=1e-12)
+    assert float(mse(w, f)) == pytest.approx(((warped - fixed) ** 2).mean(), rel=1e-12)
+    assert float(mae(w, w)) == 0.0 and float(mse(w, w)) == 0.0
+    # a constant offset c: MAE |c|, MSE c**2
+    assert float(mae(w + 0.5, w)) == pytest.approx(0.5) and float(mse(w - 0.5, w)) == pytest.approx(0.25)
+    assert get_loss("mae") is mae and get_loss("mse") is mse
+    with pytest.raises(ValueError, match="loss"):
+        get_loss("l1")
+
+
+def smooth_field(rng: np.random.Generator, n: int, h: int, w: int, amp: float) -> np.ndarray:
+    return amp * ndimage.gaussian_filter(rng.normal(size=(n, 2, h, w)), (0, 0, 2, 2))
+
+
+@pytest.mark.parametrize(("h", "w", "amp"), [(16, 16, 5.0), (11, 23, 30.0), (2, 5, 1.0)])
+def test_jacobian_determinant_tensor_equals_the_metric(h, w, amp):
+    rng = np.random.default_rng(h * w)
+    u = smooth_field(rng, 3, h, w, amp)  # amp 30 folds some pixels: the formula must agree there too
+    got = jacobian_determinant_tensor(torch.from_numpy(u)).numpy()
+    assert got.shape == (3, h, w)
+    for k in range(3):
+        np.testing.assert_allclose(got[k], jacobian_determinant(u[k]), rtol=0, atol=1e-12)
+
+
+def test_jacobian_determinant_tensor_of_known_maps():
+    rows, cols = np.mgrid[:8, :10].astype(float)
+    scale = torch.from_numpy(np.stack([0.5 * rows, -0.25 * cols])[None])  # phi = (1.5 r, 0.75 c): det 1.125
+    np.testing.assert_allclose(jacobian_determinant_tensor(scale).numpy(), 1.125, atol=1e-12)
+    shear = torch.from_numpy(np.stack([2.0 * cols, 0 * cols])[None])  # phi = (r + 2c, c): det 1
+    np.testing.assert_allclose(jacobian_determinant_tensor(shear).numpy(), 1.0, atol=1e-12)
+
+
+def test_fold_penalty_is_zero_without_compression_and_grows_with_folding():
+    rows, cols = np.mgrid[:12, :12].astype(float)
+    identity = torch.zeros(1, 2, 12, 12, dtype=torch.float64)
+    assert float(fold_penalty(identity)) == 0.0  # det J = 1 > margin everywhere
+    squeeze = torch.from_numpy(np.stack([-0.95 * rows, 0 * cols])[None])  # det J = 0.05 everywhere
+    assert float(fold_penalty(squeeze)) == pytest.approx(0.1 - 0.05)
+    assert float(fold_penalty(squeeze, margin=0.01)) == 0.0
+    flip = torch.from_numpy(np.stack([-2.0 * rows, 0 * cols])[None])  # det J = -1: folded
+    assert float(fold_penalty(flip)) == pytest.approx(0.1 + 1.0)
+    u = torch.from_numpy(smooth_field(np.random.default_rng(3), 1, 12, 12, 20.0)).requires_grad_(True)
+    det = jacobian_determinant_tensor(u.detach())
+    expected = torch.relu(0.1 - det).mean()
+    value = fold_penalty(u)
+    assert float(value.detach()) == pytest.approx(float(expected))
+    value.backward()  # differentiable: the gradient pushes folded pixels apart
+    assert float(value.detach()) > 0 and u.grad is not None and u.grad.abs().sum() > 0

@@ -293,7 +293,7 @@ def test_cli_compile_reaches_every_dip_run(lgg, tmp_path, monkeypatch):
     module = sys.modules["dipreg.register"]
     real, seen = module.register, []
 
-    def spy(*args, compile=False, **kwargs):  # noqa: A002
+    def spy(*args, compile=False, **kwargs):
         seen.append((compile, kwargs["config"].iterations))
         return real(*args, **kwargs)
 

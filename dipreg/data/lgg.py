@@ -218,7 +218,7 @@ def _channel_index(channel: str | int) -> int:
     raise ValueError(f"channel: expected one of {list(CHANNELS)} or 0, 1, 2, got {channel!r}")
 
 
-def _channel_name(channel: str | int) -> str:
+def channel_name(channel: str | int) -> str:
     """The name (``"t1_pre"``, ``"flair"``, ``"t1_post"``) of a channel given by name or index."""
     index = _channel_index(channel)
     return next(name for name, i in CHANNELS.items() if i == index)
@@ -284,7 +284,7 @@ def load_slice(
 def lgg_pairs(
     root: str | os.PathLike,
     protocol: str = "consecutive",
-    slice: int | str = "middle",  # noqa: A002 - the natural name for users
+    slice: int | str = "middle",  # the natural name for users
     channel: str | int | None = None,
     limit: int | None = None,
     on_error: Callable[[str, str, Exception], None] | None = None,
@@ -322,7 +322,7 @@ def lgg_pairs(
         mc, fc = "t1_pre", "t1_post"
     else:
         name = "flair" if channel is None else channel
-        mc = fc = _channel_name(name)
+        mc = fc = channel_name(name)
     if isinstance(slice, str) and slice != "middle":
         raise ValueError(f"slice: expected 'middle' or an int (0-based position in each stack), got {slice!r}")
     if not isinstance(slice, str) and (not isinstance(slice, (int, np.integer)) or isinstance(slice, bool)):

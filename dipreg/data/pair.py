@@ -84,7 +84,7 @@ class Pair:
         """
         from skimage.transform import resize
 
-        new = _check_size(size)
+        new = check_size(size)
         if new == self.shape:
             return replace(self, meta=dict(self.meta))
 
@@ -117,7 +117,7 @@ class Pair:
         )
 
 
-def _check_size(size: Any) -> tuple[int, int]:
+def check_size(size: Any) -> tuple[int, int]:
     """Validate ``size`` (int or (H, W)), each side an int >= 8."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         dims = (int(size), int(size))

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dipreg.data.pair import Pair, _check_size
+from dipreg.data.pair import Pair, check_size
 
 SAMPLE_FILE = "brain_slices.npz"
 
@@ -96,7 +96,7 @@ def sample_pair(name: str = "default", size: int | tuple[int, int] | None = None
     if name not in _PAIRS:
         raise ValueError(f"name: unknown sample pair {name!r}; choose one of {sample_names()}")
     if size is not None:
-        _check_size(size)
+        check_size(size)
     arrays, meta = _load()
     mov_view, fix_view, stripped, description = _PAIRS[name]
 

@@ -15,10 +15,13 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import ndimage as ndi
 
 from dipreg._validate import as_displacement, as_image
 from dipreg.data.pair import Pair
+from dipreg.metrics import jacobian_determinant
+from dipreg.transform import integrate_velocity, warp
 
 SeedLike = int | np.integer | np.random.Generator
 
@@ -43,29 +46,12 @@ def _shape(shape: Any) -> tuple[int, int]:
     return dims  # type: ignore[return-value]
 
 
-def jacobian_determinant(u: np.ndarray) -> np.ndarray:
-    """det J of ``x -> x + u(x)`` for a (2, H, W) pixel displacement (central differences)."""
-    d0r, d0c = np.gradient(u[0])
-    d1r, d1c = np.gradient(u[1])
-    return (1.0 + d0r) * (1.0 + d1c) - d0c * d1r
-
-
-def _compose_self(u: np.ndarray) -> np.ndarray:
-    """``u(x) + u(x + u(x))``: the displacement of phi o phi, bilinear, edge values outside."""
-    h, w = u.shape[1:]
-    grid = np.mgrid[:h, :w].astype(np.float64)
-    coords = grid + u
-    return u + np.stack([ndi.map_coordinates(u[k], coords, order=1, mode="nearest") for k in range(2)])
-
-
 def _exp(v: np.ndarray) -> np.ndarray:
-    """Scaling and squaring: displacement of exp(v), with v / 2**n below 0.25 px per step."""
+    """Scaling and squaring (:func:`dipreg.transform.integrate_velocity`, in float64): the displacement of
+    exp(v), with as many squarings as keep v / 2**n below 0.25 px per step (at least 4)."""
     vmax = float(np.sqrt((v**2).sum(0)).max())
     n = max(4, math.ceil(math.log2(max(vmax, 1e-12) / 0.25)))
-    u = v / 2.0**n
-    for _ in range(n):
-        u = _compose_self(u)
-    return u
+    return integrate_velocity(torch.from_numpy(np.ascontiguousarray(v))[None], n)[0].numpy()
 
 
 def _norm_max(u: np.ndarray) -> float:
@@ -133,18 +119,6 @@ def random_displacement(
     return u
 
 
-def _warp(image: np.ndarray, u: np.ndarray, order: int) -> np.ndarray:
-    """Pull-back warp with zero padding, through :func:`dipreg.transform.warp` when available."""
-    try:
-        from dipreg.transform import warp
-    except ImportError:  # pragma: no cover - only before dipreg.transform exists
-        from skimage.transform import warp as skwarp
-
-        grid = np.mgrid[: image.shape[0], : image.shape[1]].astype(np.float64)
-        return skwarp(image, grid + u, order=order, mode="constant", cval=0.0, preserve_range=True)
-    return np.asarray(warp(image, u, order=order), dtype=np.float64)
-
-
 def synthetic_pair(
     image: Any,
     *,
@@ -178,14 +152,14 @@ def synthetic_pair(
         if kwargs:
             raise TypeError(f"synthetic_pair: {sorted(kwargs)} cannot be combined with an explicit displacement")
         u = as_displacement(displacement, "displacement", moving.shape)
-    fixed = _warp(moving, u, order=1)
+    fixed = warp(moving, u, order=1)
     pair = Pair(moving=moving, fixed=fixed, moving_mask=mask, moving_labels=labels, displacement=u,
                 moving_id=str(image_id),
                 fixed_id=f"{image_id}~warp(seed={seed if not isinstance(seed, np.random.Generator) else 'rng'})")
     if pair.moving_mask is not None:
-        pair.fixed_mask = _warp(pair.moving_mask.astype(np.float64), u, order=1) >= 0.5
+        pair.fixed_mask = warp(pair.moving_mask.astype(np.float64), u, order=1) >= 0.5
     if pair.moving_labels is not None:
-        pair.fixed_labels = np.rint(_warp(pair.moving_labels.astype(np.float64), u, order=0)).astype(np.int64)
+        pair.fixed_labels = np.rint(warp(pair.moving_labels.astype(np.float64), u, order=0)).astype(np.int64)
     det = jacobian_determinant(u)
     pair.meta = {
         "source": "synthetic",
