@@ -21,20 +21,30 @@ Quick start::
     pair = dipreg.data.sample_pair()
     res = dipreg.register(pair.moving, pair.fixed, seed=0)
     res.warped, res.displacement, res.history, res.metrics()
+
+Layers, each importing only the ones above it: the core (:mod:`~dipreg.transform`, :mod:`~dipreg.generator`,
+:mod:`~dipreg.losses`, :mod:`~dipreg.metrics`, :mod:`~dipreg.intensity`, :mod:`~dipreg.config`,
+:mod:`~dipreg.presets`, :mod:`~dipreg.result`, :mod:`~dipreg.plotting`); the methods (:mod:`~dipreg.register`,
+:mod:`~dipreg.classical`, :mod:`~dipreg.ants`, :mod:`~dipreg.batch`, :mod:`~dipreg.denoise`, and their
+registry :mod:`~dipreg.methods`); the data (:mod:`dipreg.data`); the experiments (:mod:`dipreg.experiments`);
+the teaching material of the book (:mod:`dipreg.teaching`); the command line (:mod:`~dipreg.cli`).
 """
 
-from dipreg import book, checks, data
+from dipreg import data, methods, teaching
+from dipreg._validate import ArrayLike
 from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
 from dipreg.metrics import jacobian_determinant, ssim
 from dipreg.presets import PRESETS, get_preset
 from dipreg.register import RegistrationError, RegistrationInterrupted, register
 from dipreg.result import RegistrationResult
+from dipreg.teaching import book, checks  # the names the chapters have always used: dipreg.book, dipreg.checks
 from dipreg.transform import warp
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArrayLike",
     "PRESETS",
     "RegistrationConfig",
     "RegistrationError",
@@ -45,8 +55,10 @@ __all__ = [
     "data",
     "get_preset",
     "jacobian_determinant",
+    "methods",
     "register",
     "register_many",
     "ssim",
+    "teaching",
     "warp",
 ]

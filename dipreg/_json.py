@@ -1,7 +1,8 @@
-"""JSON helpers shared by the command line and the ablation grid."""
+"""JSON helpers shared by the command line and the experiments (results file, provenance, ablation grid)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,19 @@ def finite(obj: Any) -> Any:
 
 
 def jsonable(obj: Any) -> Any:
-    """``default=`` for json.dump: numpy scalars and arrays become Python values, anything else a string."""
+    """``default=`` for json.dump: numpy scalars and arrays become Python values, sets lists, anything else a
+    string."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
     if isinstance(obj, Path):
         return str(obj)
     return str(obj)
+
+
+def canonical(obj: Any) -> str:
+    """``obj`` as compact JSON with sorted keys: the same settings always give the same text."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=jsonable)

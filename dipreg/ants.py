@@ -39,6 +39,7 @@ import inspect
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,20 @@ that the DIP method is never compared with a weak baseline only. ``"script"``: A
 ``antsRegistrationSyN.sh`` recipe, nearly as strong as ``SyNCC`` in half the time. SSIM and seconds of
 each on the book's LGG pairs: ``BENCHMARKS.md``, "Moved from docstrings".
 """
+
+
+@dataclass(frozen=True)
+class AntsSettings:
+    """The settings of :func:`register_ants`: ``type_of_transform`` and ``options``, the further keyword
+    arguments of ``ants.registration`` (e.g. ``reg_iterations``). The ``config`` of its result;
+    ``register_ants(m, f, **settings.to_dict())`` runs them."""
+
+    type_of_transform: str = "SyN"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as keyword arguments of :func:`register_ants`."""
+        return {"type_of_transform": self.type_of_transform, **self.options}
 
 
 def _import_ants():
@@ -156,7 +171,8 @@ def register_ants(moving: ArrayLike, fixed: ArrayLike, *, type_of_transform: str
     Returns:
         A :class:`RegistrationResult` with ``method=f"ants-{type_of_transform}"``; ``displacement`` is
         the whole transform (affine and deformable) as (2, H, W) pixels, ``warped = dipreg.warp(moving,
-        displacement)``. ``info``: ``ants_warped_max_diff`` (max |warped - ANTs' warpedmovout|),
+        displacement)``, ``config`` the :class:`AntsSettings` run. ``info``: ``seed``, ``ants_warped_max_diff``
+        (max |warped - ANTs' warpedmovout|),
         ``ants_warped_max_diff_inside`` (the same over pixels whose sample point lies >= 1 pixel inside
         the moving image),
         ``ants_random_seed``, ``itk_threads``, ``type_of_transform``, ``transforms`` (file names),
@@ -201,8 +217,9 @@ def register_ants(moving: ArrayLike, fixed: ArrayLike, *, type_of_transform: str
     rows, cols = np.indices(mov.shape)
     pos_r, pos_c = rows + disp[0], cols + disp[1]
     inside = (pos_r >= 1) & (pos_r <= mov.shape[0] - 2) & (pos_c >= 1) & (pos_c <= mov.shape[1] - 2)
-    config = {"type_of_transform": type_of_transform, "seed": seed, **kwargs}
+    config = AntsSettings(type_of_transform, dict(kwargs))
     info = {
+        "seed": seed,
         "type_of_transform": type_of_transform,
         "ants_random_seed": ants_seed,
         "itk_threads": os.environ.get(THREADS_ENV),

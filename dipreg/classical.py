@@ -16,7 +16,9 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from numbers import Real
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,9 +81,38 @@ REGULARIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"diffusion": 
 
 _ORDER = {"diffusion": 1, "bending": 2}
 
-DEFAULTS = {"regularizer": "diffusion", "weight": 0.3, "loss": "mae", "lr": 0.1, "iterations": 150, "levels": 5,
-            "intensity_clip": 0.005, "intensity_match": "linear"}
-"""Default settings of :func:`register_classical` (see its docstring for units and why)."""
+
+
+@dataclass(frozen=True)
+class ClassicalSettings:
+    """The settings of :func:`register_classical`, its keyword arguments other than the images, ``seed``,
+    ``device``, ``progress`` and ``callback`` (see its docstring for units and why these defaults).
+
+    The ``config`` of the method's :class:`~dipreg.result.RegistrationResult` (``iterations`` then holds the
+    steps of every level); ``register_classical(m, f, **settings.to_dict())`` runs them. Values are kept as
+    given, so that a setting records exactly what was asked for.
+    """
+
+    regularizer: str = "diffusion"
+    weight: float = 0.3
+    loss: str = "mae"
+    lr: float = 0.1
+    iterations: int | Sequence[int] = 150
+    levels: int = 5
+    intensity_clip: float = 0.005
+    intensity_match: str = "linear"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as keyword arguments of :func:`register_classical` (JSON-ready)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> ClassicalSettings:
+        """A copy with ``changes``."""
+        return replace(self, **changes)
+
+
+DEFAULTS = ClassicalSettings().to_dict()
+"""Default settings of :func:`register_classical`, as a dict (:class:`ClassicalSettings`)."""
 
 
 def _pyramid_shape(shape: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -156,7 +187,8 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     Returns:
         A :class:`RegistrationResult` with ``method="classical"``, ``displacement`` (2, H, W) in pixels,
         ``warped = dipreg.warp(moving, displacement)``, ``history`` the objective (data + weight * R) per
-        step over all levels, ``config`` a dict of the settings, ``info`` with ``weight``,
+        step over all levels, ``config`` the :class:`ClassicalSettings` run (``iterations`` per level), ``info``
+        with ``seed``, ``weight``,
         ``regularizer``, ``iterations`` (steps run), ``level_shapes``, ``level_starts`` (index into
         ``history`` where each level begins), ``data_history``, ``reg_history``, ``stopped``.
 
@@ -194,9 +226,8 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
                          f"use levels={fits} or fewer for this size")
     dev = resolve_device(device)
     reg_fn = REGULARIZERS[regularizer]
-    config = {"regularizer": regularizer, "weight": float(weight), "loss": loss, "lr": float(lr),
-              "iterations": its, "levels": levels, "intensity_clip": intensity_clip,
-              "intensity_match": intensity_match, "seed": seed}
+    config = ClassicalSettings(regularizer=regularizer, weight=float(weight), loss=loss, lr=float(lr), iterations=its,
+                               levels=levels, intensity_clip=intensity_clip, intensity_match=intensity_match)
     start = time.perf_counter()
 
     m_full, f_full = (torch.as_tensor(x, dtype=torch.float32, device=dev)[None, None]

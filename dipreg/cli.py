@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summarize", help="mean ± SD per method of a results.csv")
     summ.add_argument("results", help="results.csv (or the folder holding it)")
     summ.add_argument("--json", action="store_true", help="print JSON")
-    grade = sub.add_parser("grade", help="grade student notebooks: each code exercise's check (dipreg.grade)")
+    grade = sub.add_parser("grade", help="grade student notebooks: each code exercise's check (dipreg.teaching.grade)")
     grade.add_argument("notebooks", nargs="+", help="the notebooks (.ipynb) to grade")
     grade.add_argument("--json", dest="json_out", help="also write the reports to this JSON file")
     return parser
@@ -240,9 +240,10 @@ def _install(staging: Path, out: Path, names: Sequence[str]) -> None:
 def cmd_register(args: argparse.Namespace) -> int:
     import torch
 
+    from dipreg import methods
     from dipreg.data.io import WRITE_IMAGE_FORMATS, read_image, write_displacement, write_image
-    from dipreg.register import RegistrationInterrupted, register, resolve_config, resolve_device
-    from dipreg.reproduce import machine_info, versions
+    from dipreg.experiments.provenance import machine_info, versions
+    from dipreg.register import RegistrationInterrupted, resolve_device
 
     moving_path, fixed_path = Path(args.moving), Path(args.fixed)
     out = Path(args.out).expanduser()
@@ -262,7 +263,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     overrides = dict(args.overrides)
     if args.iterations is not None:
         overrides["iterations"] = args.iterations
-    cfg = resolve_config(args.preset, dev, overrides)  # bad settings fail before any file is read
+    cfg = methods.settings("dip", preset=args.preset, overrides=overrides, device=dev)  # fails before any read
 
     moving, _ = read_image(moving_path, channel=args.channel)
     fixed, affine = read_image(fixed_path, channel=args.channel)
@@ -277,8 +278,8 @@ def cmd_register(args: argparse.Namespace) -> int:
     staging = _staging(out)  # before the registration, so that a folder that cannot be written costs nothing
     try:
         try:
-            result = register(moving, fixed, config=cfg, seed=args.seed, device=dev, progress=not args.no_progress,
-                              compile=args.compile)
+            result = methods.run("dip", moving, fixed, cfg, seed=args.seed, device=dev,
+                                 progress=not args.no_progress, compile=args.compile)
         except RegistrationInterrupted as exc:
             if exc.result is None:
                 raise
@@ -295,7 +296,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             "moving": str(moving_path), "fixed": str(fixed_path),
             "shape": list(moving.shape),
             "metrics": metrics,
-            "config": result.config.to_dict() if hasattr(result.config, "to_dict") else result.config,
+            "config": result.config.to_dict(),
             "preset": result.info.get("preset"),
             "overridden": result.info.get("overridden"),
             "seed": args.seed,
@@ -337,9 +338,9 @@ def collect_info() -> dict[str, Any]:
 
     import torch
 
+    from dipreg.experiments.provenance import cpu_model, versions
     from dipreg.presets import default_config
     from dipreg.register import resolve_device
-    from dipreg.reproduce import cpu_model, versions
 
     dev = resolve_device(None)
     cfg = default_config(dev)
@@ -390,7 +391,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from dipreg.reproduce import format_summary, load_results, reproduce, summarize_results
+    from dipreg.experiments.report import format_summary, summarize_results
+    from dipreg.experiments.results import load_results
+    from dipreg.experiments.runner import reproduce
 
     overrides = dict(args.overrides)
     if args.iterations is not None:
@@ -414,7 +417,8 @@ def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from dipreg.reproduce import format_summary, load_results, summarize_results
+    from dipreg.experiments.report import format_summary, summarize_results
+    from dipreg.experiments.results import load_results
 
     summary = summarize_results(load_results(args.results))
     if args.json:
@@ -442,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "reproduce":
             return cmd_reproduce(args, argv)
         if args.command == "grade":
-            from dipreg.grade import main as grade_main
+            from dipreg.teaching.grade import main as grade_main
 
             return grade_main(args.notebooks, args.json_out)
         return cmd_summarize(args)

@@ -1,9 +1,12 @@
-"""The result type shared by every registration method (DIP, the classical baseline, ANTs)."""
+"""The result type shared by every registration method (DIP, the classical baseline, ANTs).
+
+Book: chapter "Registration with a deep image prior" shows one (``res.plot()``, ``res.metrics()``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -11,6 +14,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from dipreg._validate import ArrayLike
+
+
+class Settings(Protocol):
+    """The settings a method ran with: :class:`dipreg.RegistrationConfig` (DIP),
+    :class:`dipreg.classical.ClassicalSettings`, :class:`dipreg.ants.AntsSettings`
+    (:mod:`dipreg.methods` names each method's type). ``to_dict()`` gives them JSON-ready."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -21,7 +32,7 @@ class RegistrationResult:
         warped: (H, W) moving image warped onto the fixed one, ``moving(x + displacement(x))``.
         displacement: (2, H, W) in pixels, channel 0 rows, channel 1 columns (pull-back).
         history: the loss at every iteration (empty for methods that do not report one).
-        config: the settings used (a dataclass or a dict).
+        config: the settings used, a :class:`Settings` (``config.to_dict()`` for JSON).
         seconds: wall time of the registration, in seconds.
         moving, fixed: the (H, W) inputs, as float arrays, in the caller's intensity units (not normalised).
         method: ``"dip"``, ``"classical"``, ``"ants-SyN"``, ...
@@ -32,7 +43,7 @@ class RegistrationResult:
     warped: np.ndarray
     displacement: np.ndarray
     history: list[float]
-    config: Any
+    config: Settings
     seconds: float
     moving: np.ndarray
     fixed: np.ndarray

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from dipreg import RegistrationConfig
-from dipreg import ablation as ab
-from dipreg.ablation import ABLATION_AXES, axis_table, load_grid, lookup, plot_axis, run_grid, setting_for
 from dipreg.data import sample_pair
+from dipreg.experiments import ablation as ab
+from dipreg.experiments.ablation import ABLATION_AXES, load_grid, lookup, run_grid, setting_for
+from dipreg.teaching.ablation_view import axis_table, make_widgets, plot_axis
 
 BASE = RegistrationConfig(down=(8, 8, 8), up=(8, 8, 8), skip=2, in_channels=4, readout_draws=1, iterations=4)
 AXES = {"method": ["dip", "classical-w0", "classical"], "depth": [1, 2], "init_std": [None, 0.1],
@@ -145,7 +146,7 @@ def test_widgets(grid_path):
     from matplotlib.figure import Figure
 
     grid = load_grid(grid_path)
-    ui = ab.make_widgets(grid)
+    ui = make_widgets(grid)
     assert ui.axis.value == "method" and ui.output.value[:4] == b"\x89PNG"
     start = time.perf_counter()
     fig = ui.on_change("noise", "fixed")
@@ -162,13 +163,13 @@ def test_widgets(grid_path):
 def test_widgets_need_ipywidgets(grid_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
     with pytest.raises(ImportError, match="pip install ipywidgets"):
-        ab.make_widgets(load_grid(grid_path))
+        make_widgets(load_grid(grid_path))
 
 
 def test_check_best_setting_diagnoses_the_usual_mistakes():
-    from dipreg.book import stored
-    from dipreg.checks import CheckFailed
-    from dipreg.checks.ablation import best_unfolded, check_best_setting
+    from dipreg.teaching.book import stored
+    from dipreg.teaching.checks import CheckFailed
+    from dipreg.teaching.checks.ablation import best_unfolded, check_best_setting
 
     grid = load_grid(stored("ablation_sample.npz"))
     rows = [(a, r) for a in grid.axes for r in axis_table(grid, a)]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import dipreg.book
+import dipreg.teaching.book
 from dipreg.config import RegistrationConfig
+from dipreg.experiments.results import load_results
 from dipreg.presets import get_preset
-from dipreg.reproduce import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 STORED = sorted(p.parent for p in (ROOT / "dipreg" / "data" / "book").glob("lgg_*/provenance.json"))
@@ -40,7 +40,7 @@ def test_stored_run_used_the_current_preset(folder):
 
 
 def test_stored_finds_the_book_results_and_names_the_choices():
-    assert (dipreg.book.stored("lgg_local_cpu") / "results.csv").is_file()
-    assert dipreg.book.stored("ablation_sample.npz").is_file()
+    assert (dipreg.teaching.book.stored("lgg_local_cpu") / "results.csv").is_file()
+    assert dipreg.teaching.book.stored("ablation_sample.npz").is_file()
     with pytest.raises(FileNotFoundError, match="ablation_sample.npz"):
-        dipreg.book.stored("no_such_run")
+        dipreg.teaching.book.stored("no_such_run")

@@ -1,4 +1,4 @@
-"""The exercise checks of chapters 2-4 (``dipreg.checks.problem``, ``.warping``, ``.classical``).
+"""The exercise checks of chapters 2-4 (``dipreg.teaching.checks.problem``, ``.warping``, ``.classical``).
 
 Every check must (1) pass dipreg's own reference, (2) report "not implemented" and return False for
 the notebook stub, and (3) raise CheckFailed naming the right mistake for the typical wrong answers.
@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dipreg.checks import CheckFailed
-from dipreg.checks import classical as cc
-from dipreg.checks import problem as pc
-from dipreg.checks import warping as wc
-from dipreg.checks.warping import compare_with_alternatives
 from dipreg.classical import bending, diffusion
 from dipreg.losses import lncc, mae, mse
 from dipreg.metrics import jacobian_determinant
+from dipreg.teaching.checks import CheckFailed
+from dipreg.teaching.checks import classical as cc
+from dipreg.teaching.checks import problem as pc
+from dipreg.teaching.checks import warping as wc
+from dipreg.teaching.checks.cases import compare_with_alternatives
 from dipreg.transform import identity_grid, pixel_to_normalized, sampling_grid, warp_tensor
 
 

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from dipreg.checks import CheckFailed
-from dipreg.checks import dip as cdip
-from dipreg.checks import evaluation as ceval
-from dipreg.checks import generator as cgen
 from dipreg.generator import init_normal_
 from dipreg.metrics import dice, endpoint_error, folded_fraction, jacobian_determinant
+from dipreg.teaching.checks import CheckFailed
+from dipreg.teaching.checks import dip as cdip
+from dipreg.teaching.checks import evaluation as ceval
+from dipreg.teaching.checks import generator as cgen
+from dipreg.teaching.checks import prior as cprior
 from dipreg.transform import warp_tensor
 
 
@@ -32,8 +33,8 @@ def fails_with(check, fn, *fragments: str) -> str:
 # ---------------------------------------------------------------- every check: reference and stub
 
 REFERENCES = [
-    (cdip.check_psnr, cdip.reference_psnr),
-    (cdip.check_discrepancy_stop, cdip.reference_discrepancy_stop),
+    (cprior.check_psnr, cprior.reference_psnr),
+    (cprior.check_discrepancy_stop, cprior.reference_discrepancy_stop),
     (cdip.check_registration_loss, cdip.reference_registration_loss),
     (cdip.check_stopping_iteration, cdip.reference_stopping_iteration),
     (cgen.check_receptive_field, cgen.reference_receptive_field),
@@ -91,11 +92,11 @@ def psnr_with(log=np.log10, factor=10.0, square_peak=True, rmse=False, peak=None
     (lambda e, r, d=1.0: 10 * np.log10(d**2 / np.sum((e - r) ** 2)), "averaged"),
 ])
 def test_psnr_diagnoses(fn, fragment):
-    fails_with(cdip.check_psnr, fn, fragment)
+    fails_with(cprior.check_psnr, fn, fragment)
 
 
 def test_psnr_unknown_mistake_reports_difference():
-    fails_with(cdip.check_psnr, lambda e, r, d=1.0: cdip.reference_psnr(e, r, d) + 0.5, "you returned")
+    fails_with(cprior.check_psnr, lambda e, r, d=1.0: cprior.reference_psnr(e, r, d) + 0.5, "you returned")
 
 
 def discrepancy_with(threshold=lambda s: s**2, offset=0, last=False, above=False):
@@ -116,7 +117,7 @@ def discrepancy_with(threshold=lambda s: s**2, offset=0, last=False, above=False
     (discrepancy_with(threshold=lambda s: 2 * s**2), "not 2 sigma**2"),
 ])
 def test_discrepancy_diagnoses(fn, fragment):
-    fails_with(cdip.check_discrepancy_stop, fn, fragment)
+    fails_with(cprior.check_discrepancy_stop, fn, fragment)
 
 
 # ---------------------------------------------------------------- chapter 7: registration loss, stopping
@@ -375,5 +376,5 @@ def test_epe_diagnoses(fn, fragment):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_psnr_diagnoses_data_range_and_mse(fn, fragment, seed):
     with pytest.raises(CheckFailed) as info:
-        cdip.check_psnr(fn, seed=seed)
+        cprior.check_psnr(fn, seed=seed)
     assert fragment in str(info.value), str(info.value)

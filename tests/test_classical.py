@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from dipreg.classical import DEFAULTS, REGULARIZERS, bending, diffusion, register_classical
+from dipreg.classical import DEFAULTS, REGULARIZERS, ClassicalSettings, bending, diffusion, register_classical
 from dipreg.metrics import endpoint_error, folded_fraction
 from dipreg.register import RegistrationError
 from dipreg.transform import warp
@@ -105,9 +105,10 @@ def test_result_fields_and_determinism(synthetic_pair):
     assert len(a.history) == 25 and a.info["iterations"] == 25
     assert a.info["weight"] == 0.2 and a.info["regularizer"] == "diffusion"
     assert a.info["level_shapes"] == [(32, 32), (64, 64)] and a.info["level_starts"] == [0, 10]
-    assert a.config == {"regularizer": "diffusion", "weight": 0.2, "loss": "mae", "lr": DEFAULTS["lr"],
-                        "iterations": [10, 15], "levels": 2, "intensity_clip": DEFAULTS["intensity_clip"],
-                        "intensity_match": DEFAULTS["intensity_match"], "seed": 1}
+    assert isinstance(a.config, ClassicalSettings) and a.info["seed"] == 1
+    assert a.config.to_dict() == {"regularizer": "diffusion", "weight": 0.2, "loss": "mae", "lr": DEFAULTS["lr"],
+                                  "iterations": [10, 15], "levels": 2, "intensity_clip": DEFAULTS["intensity_clip"],
+                                  "intensity_match": DEFAULTS["intensity_match"]}
     np.testing.assert_allclose(a.history, np.array(a.info["data_history"]) + 0.2 * np.array(a.info["reg_history"]),
                                rtol=1e-5)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dipreg import checks
-from dipreg.grade import BY_LABEL, EXERCISES, exercise_labels, grade_notebook
+from dipreg.teaching import checks
+from dipreg.teaching.grade import BY_LABEL, EXERCISES, exercise_labels, grade_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -135,7 +135,7 @@ def test_every_graded_exercise_is_in_the_book_and_on_the_instructor_page():
 
 
 def test_check_result_is_structured():
-    from dipreg.checks.dip import check_psnr, reference_psnr
+    from dipreg.teaching.checks.prior import check_psnr, reference_psnr
 
     ok = checks.result(check_psnr, reference_psnr, points=2, seed=0)
     assert ok and ok.points == 2 and ok.max_points == 2 and ok.status == "passed"
@@ -188,7 +188,7 @@ def test_grade_diagnoses_a_wrong_answer_and_a_missing_function(tmp_path):
 
 
 def test_scaling_and_squaring_check_diagnoses_the_usual_slips():
-    from dipreg.checks.dip import check_integrate_velocity
+    from dipreg.teaching.checks.dip import check_integrate_velocity
     from dipreg.transform import integrate_velocity, warp_tensor
 
     assert check_integrate_velocity(integrate_velocity, seed=1) is True
@@ -218,7 +218,7 @@ def test_grade_command_line(tmp_path):
 
 
 def test_scale_forward_check_diagnoses_the_usual_slips():
-    from dipreg.checks.generator import check_scale_forward, scale_forward_variant
+    from dipreg.teaching.checks.generator import check_scale_forward, scale_forward_variant
 
     assert check_scale_forward(lambda x, p, inner: scale_forward_variant(x, p, inner), seed=1) is True
     for kw, fragment in [({"pad": False}, "padding"), ({"act": "none"}, "activation is missing"),
@@ -242,7 +242,7 @@ def test_upsample_field_check_diagnoses_units_corners_and_axes():
     import torch
     import torch.nn.functional as F
 
-    from dipreg.checks.dip import check_upsample_field
+    from dipreg.teaching.checks.dip import check_upsample_field
     from dipreg.transform import resize_displacement
 
     assert check_upsample_field(resize_displacement, seed=2) is True
@@ -268,7 +268,7 @@ def test_upsample_field_check_diagnoses_units_corners_and_axes():
 
 
 def test_dip_loop_check_matches_register_and_names_the_mistake():
-    from dipreg.checks.dip import check_dip_loop, reference_dip_loop
+    from dipreg.teaching.checks.dip import check_dip_loop, reference_dip_loop
 
     assert check_dip_loop(reference_dip_loop, seed=3) is True
     for kw, fragment in [({"zero_grad": False}, "zero_grad"), ({"fresh": False}, "fresh"),
@@ -281,9 +281,9 @@ def test_dip_loop_check_matches_register_and_names_the_mistake():
 def test_masked_metric_checks():
     import numpy as np
 
-    from dipreg.checks.dip import check_psnr, reference_psnr
-    from dipreg.checks.evaluation import check_endpoint_error, check_folded_fraction
     from dipreg.metrics import endpoint_error, folded_fraction, jacobian_determinant
+    from dipreg.teaching.checks.evaluation import check_endpoint_error, check_folded_fraction
+    from dipreg.teaching.checks.prior import check_psnr, reference_psnr
 
     assert check_psnr(reference_psnr, seed=4) and check_folded_fraction(folded_fraction, seed=4)
     assert check_endpoint_error(endpoint_error, seed=4)

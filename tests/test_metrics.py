@@ -196,7 +196,7 @@ def test_result_metrics_passes_the_data_range():
 
 
 def test_summarize_rows_of_results_csv_do_not_gain_a_column():
-    from dipreg.reproduce import COLUMNS
+    from dipreg.experiments.results import COLUMNS
 
     assert "ssim_data_range" not in COLUMNS
 

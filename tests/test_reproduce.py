@@ -14,17 +14,12 @@ import pytest
 import tifffile
 import torch
 
-from dipreg import reproduce as rp
 from dipreg.cli import main
+from dipreg.experiments import runner as rp
+from dipreg.experiments.report import format_summary, paper_table, summarize_results
+from dipreg.experiments.results import COLUMNS, load_results, write_results
+from dipreg.experiments.runner import reproduce
 from dipreg.register import RegistrationError
-from dipreg.reproduce import (
-    COLUMNS,
-    format_summary,
-    load_results,
-    paper_table,
-    reproduce,
-    summarize_results,
-)
 
 PATIENTS = ("TCGA_AA_0001_20000101", "TCGA_BB_0002_20000202", "TCGA_CC_0003_20000303")
 TINY_DIP = {"iterations": 2, "readout_draws": 1, "down": (8, 8, 8), "up": (8, 8, 8), "in_channels": 4}
@@ -324,8 +319,8 @@ def test_cli_interrupt_says_how_to_resume(lgg, tmp_path, monkeypatch, capsys):
 
 
 def test_provenance_lines_reads_the_runs_of_the_stored_results():
-    from dipreg.book import stored
-    from dipreg.reproduce import provenance_lines
+    from dipreg.experiments.report import provenance_lines
+    from dipreg.teaching.book import stored
 
     for name in ("lgg_local_cpu", "lgg_local_cpu_adjacent", "lgg_local_cpu_prepost"):
         folder = stored(name)
@@ -345,7 +340,7 @@ def test_provenance_lines_reads_the_runs_of_the_stored_results():
 
 
 def test_provenance_lines_flags_a_dirty_commit_and_counts_runs():
-    from dipreg.reproduce import provenance_lines
+    from dipreg.experiments.report import provenance_lines
 
     run = {"date": "2026-01-01T00:00:00+00:00", "command": "dipreg reproduce --out x", "device": "cuda",
            "rows_already_done": 0, "machine": {"cpu": "c", "cpu_cores": 4, "torch_threads": 4, "gpu": "g"},
@@ -497,7 +492,7 @@ def test_cli_jobs_reaches_reproduce(tmp_path, monkeypatch, capsys):
     def spy(root, out, **kwargs):
         seen.append(kwargs["jobs"])
         Path(out).mkdir(parents=True, exist_ok=True)
-        rp._write_header(Path(out) / "results.csv")
+        write_results(Path(out) / "results.csv")
         return Path(out) / "results.csv"
 
     monkeypatch.setattr(rp, "reproduce", spy)

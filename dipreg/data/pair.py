@@ -130,3 +130,34 @@ def check_size(size: Any) -> tuple[int, int]:
     if min(dims) < 8:
         raise ValueError(f"size: each side must be at least 8 pixels, got {dims}")
     return dims
+
+
+def as_pairs(pairs: Any, *, single: bool = True) -> list[Pair]:
+    """``pairs`` as a list of :class:`Pair`: a list of Pairs or of ``(moving, fixed)`` tuples; with ``single``
+    also one Pair or one ``(moving, fixed)`` tuple of images. Images are checked as :class:`Pair` checks them.
+
+    Raises:
+        TypeError: anything else. ValueError: an empty list, or images that :class:`Pair` refuses.
+    """
+    def one(item: Any) -> Pair | None:
+        if isinstance(item, Pair):
+            return item
+        if isinstance(item, (tuple, list)) and len(item) == 2 and not any(isinstance(x, (Pair, tuple, list))
+                                                                         for x in item):
+            return Pair(moving=item[0], fixed=item[1])
+        return None
+
+    if single and (isinstance(pairs, Pair) or isinstance(pairs, tuple) and one(pairs) is not None):
+        return [one(pairs)]
+    if isinstance(pairs, (tuple, list)):
+        out = [one(p) for p in pairs]
+        if not out:
+            raise ValueError("pairs: the list is empty; give at least one (moving, fixed) pair")
+        bad = next((i for i, p in enumerate(out) if p is None), None)
+        if bad is None:
+            return out
+        raise TypeError(f"pairs[{bad}]: expected a dipreg.data.Pair or a (moving, fixed) tuple, got "
+                        f"{type(pairs[bad]).__name__}")
+    what = "a dipreg.data.Pair, a list of Pairs or a (moving, fixed) tuple" if single else \
+        "a list of dipreg.data.Pair or of (moving, fixed) tuples"
+    raise TypeError(f"pairs: expected {what}, got {type(pairs).__name__}")

@@ -1,13 +1,16 @@
 """Checks for the book's exercises: run a student's function against dipreg's reference on fresh
 random input and say *what* is wrong (shape, convention, sign, tolerance), not just pass/fail.
 
-Each chapter's checks live in a module here (``dipreg.checks.warping``, ...). A check returns ``True``
+Book: every chapter with a code exercise calls its check (``dipreg.teaching.checks.warping`` for chapter
+"Warping images", ...; the shared machinery is in :mod:`dipreg.teaching.checks.cases`).
+
+Each chapter's checks live in a module here (``dipreg.teaching.checks.warping``, ...). A check returns ``True``
 when the student's function agrees with the reference, prints a hint and returns ``False`` while the
 function still raises ``NotImplementedError`` (so an unfinished notebook still runs), and raises
 :class:`CheckFailed` with a diagnosis otherwise. That is the form the chapters use.
 
 For grading, :func:`result` runs any check and returns a :class:`CheckResult` (passed, points,
-diagnosis) instead of printing and raising; ``python -m dipreg grade`` (:mod:`dipreg.grade`) builds on it.
+diagnosis) instead of printing and raising; ``python -m dipreg grade`` (:mod:`dipreg.teaching.grade`) builds on it.
 """
 
 from __future__ import annotations
@@ -71,10 +74,18 @@ def result(check: Callable[..., bool], *args: Any, points: float = 1.0, name: st
     return CheckResult(name, False, 0.0, float(points), said or "not implemented yet", "not implemented")
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
+    """A tensor (detached, on the CPU) or anything array-like as a numpy array."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def not_implemented(what: str) -> bool:
+    """What every check does while the student's function still raises NotImplementedError: say so, return
+    ``False``."""
+    print(f"{what}: not implemented yet - replace the `raise NotImplementedError` with your code.")
+    return False
 
 
 # Common mistakes: (name, transform of the student's output, what to tell the student).
@@ -92,10 +103,10 @@ DIAGNOSES: list[tuple[str, Callable[[np.ndarray], np.ndarray], str]] = [
 def compare(student: Any, reference: Any, what: str, *, atol: float = 1e-5, rtol: float = 1e-4,
             diagnoses: Iterable[tuple[str, Callable[[np.ndarray], np.ndarray], str]] = DIAGNOSES) -> None:
     """Raise :class:`CheckFailed` with a diagnosis unless ``student`` matches ``reference``."""
-    ref = _to_numpy(reference)
+    ref = to_numpy(reference)
     if student is None:
         raise CheckFailed(f"{what}: your function returned None; did you forget `return`?")
-    got = _to_numpy(student)
+    got = to_numpy(student)
     if got.shape != ref.shape:
         if got.size == ref.size:
             raise CheckFailed(f"{what}: shape {got.shape}, expected {ref.shape} (same number of values: "
@@ -118,24 +129,3 @@ def compare(student: Any, reference: Any, what: str, *, atol: float = 1e-5, rtol
                           f"{scale:.4g}): check units (pixels vs normalised) and factors such as 2/(n-1)")
     raise CheckFailed(f"{what}: largest difference {err.max():.3g} at index {tuple(int(i) for i in where)} "
                       f"(yours {got[where]:.5g}, expected {ref[where]:.5g}); tolerance atol={atol}, rtol={rtol}")
-
-
-def run_check(student_fn: Callable, reference_fn: Callable, make_inputs: Callable[[np.random.Generator], tuple],
-              what: str, *, trials: int = 3, seed: int | None = None, **compare_kw: Any) -> bool:
-    """Call both functions on ``trials`` fresh random inputs and compare the outputs.
-
-    Returns ``True`` on success, ``False`` (with a hint) while ``student_fn`` raises NotImplementedError.
-    """
-    rng = np.random.default_rng(seed)
-    for trial in range(trials):
-        args = make_inputs(rng)
-        try:
-            got = student_fn(*args)
-        except NotImplementedError:
-            print(f"{what}: not implemented yet - replace the `raise NotImplementedError` with your code.")
-            return False
-        except Exception as exc:
-            raise CheckFailed(f"{what}: your function raised {type(exc).__name__}: {exc} (trial {trial})") from exc
-        compare(got, reference_fn(*args), f"{what} (trial {trial + 1}/{trials})", **compare_kw)
-    print(f"{what}: correct on {trials} random inputs.")
-    return True

@@ -2,8 +2,8 @@
 
 The grader finds the book's code exercises in the notebook by their labels (``:label: ex-warp-3`` in an
 ``{exercise}`` block), takes the student's function for each from the notebook's code, and runs the
-exercise's check from :mod:`dipreg.checks` on it, as the chapter does, but collecting a
-:class:`dipreg.checks.CheckResult` (passed, points, diagnosis) instead of printing.
+exercise's check from :mod:`dipreg.teaching.checks` on it, as the chapter does, but collecting a
+:class:`dipreg.teaching.checks.CheckResult` (passed, points, diagnosis) instead of printing.
 
 What is run: the notebook's ``import`` statements and its top-level ``def`` and ``class`` statements, in
 the order of the cells, so a later definition replaces an earlier one as it would in "Run all". Nothing
@@ -29,7 +29,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from dipreg.checks import CheckResult, result
+from dipreg.teaching.checks import CheckResult, result
 
 
 @dataclass(frozen=True)
@@ -38,23 +38,23 @@ class Exercise:
 
     label: str
     function: str
-    check: str  # "module:function" under dipreg.checks
+    check: str  # "module:function" under dipreg.teaching.checks
     points: float
     kwargs: dict[str, Any] = field(default_factory=dict)
     needs: Callable[[], tuple] | None = None  # extra positional arguments of the check after the function
 
     def run(self, fn: Any) -> CheckResult:
         module, name = self.check.split(":")
-        check = getattr(import_module(f"dipreg.checks.{module}"), name)
+        check = getattr(import_module(f"dipreg.teaching.checks.{module}"), name)
         extra = self.needs() if self.needs else ()
         return result(check, fn, *extra, points=self.points, name=self.label, **self.kwargs)
 
 
 def _ablation_grid() -> tuple:
-    import dipreg.book
-    from dipreg.ablation import load_grid
+    from dipreg.experiments.ablation import load_grid
+    from dipreg.teaching.book import stored
 
-    return (load_grid(dipreg.book.stored("ablation_sample.npz")),)
+    return (load_grid(stored("ablation_sample.npz")),)
 
 
 # Every graded exercise, in book order. Points weigh the work: the core of the method counts more.
@@ -66,8 +66,8 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("ex-warp-5", "ssd_gradient", "warping:check_ssd_gradient", 2, {"seed": 0}),
     Exercise("ex-classical-1", "my_diffusion", "classical:check_diffusion", 2, {"seed": 0}),
     Exercise("ex-classical-2", "my_bending", "classical:check_bending", 2, {"seed": 0}),
-    Exercise("ex-dip-psnr", "my_psnr", "dip:check_psnr", 2, {"seed": 0}),
-    Exercise("ex-dip-discrepancy", "my_discrepancy_stop", "dip:check_discrepancy_stop", 2, {"seed": 0}),
+    Exercise("ex-dip-psnr", "my_psnr", "prior:check_psnr", 2, {"seed": 0}),
+    Exercise("ex-dip-discrepancy", "my_discrepancy_stop", "prior:check_discrepancy_stop", 2, {"seed": 0}),
     Exercise("ex-gen-scale", "my_scale_forward", "generator:check_scale_forward", 3, {"seed": 0}),
     Exercise("ex-gen-rf", "my_receptive_field", "generator:check_receptive_field", 2, {"seed": 0}),
     Exercise("ex-gen-init", "my_init_normal", "generator:check_init_normal", 2, {"seed": 0}),

@@ -1,5 +1,6 @@
-"""Checks for the exercises of the chapters "The deep image prior" (``book/05_deep_image_prior.ipynb``)
-and "Registration with a deep image prior" (``book/07_dip_registration.ipynb``).
+"""Checks for the exercises of the chapter "Registration with a deep image prior"
+(``book/07_dip_registration.ipynb``); those of "The deep image prior" are in :mod:`dipreg.teaching.checks.prior`
+(and importable from here too, for notebooks written before they moved).
 
 Every check calls the student's function and dipreg's reference on fresh random input. When they
 disagree it compares the student's answer with a list of *typical wrong answers* computed on the same
@@ -17,242 +18,10 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from dipreg.checks import CheckFailed, _to_numpy, compare
+from dipreg.teaching.checks import CheckFailed, compare, not_implemented
+from dipreg.teaching.checks.cases import Variants, check_cases, close
+from dipreg.teaching.checks.prior import check_discrepancy_stop, check_psnr, reference_psnr  # noqa: F401
 from dipreg.transform import warp_tensor
-
-Variants = dict[str, Any]
-"""Typical wrong answers for one input: ``{diagnosis: what a function with that mistake returns}``."""
-
-
-def _close(got: Any, expected: Any, atol: float, rtol: float) -> bool:
-    if got is None:
-        return False
-    try:
-        a, b = _to_numpy(got).astype(float), _to_numpy(expected).astype(float)
-    except (TypeError, ValueError):
-        return False
-    return a.shape == b.shape and bool(np.allclose(a, b, atol=atol, rtol=rtol, equal_nan=True))
-
-
-def check_cases(student_fn: Callable, make_case: Callable[[np.random.Generator], tuple[tuple, Any, Variants]],
-                what: str, *, trials: int = 3, seed: int | None = None, atol: float = 1e-5, rtol: float = 1e-4,
-                diagnoses: Sequence = ()) -> bool:
-    """Run ``student_fn`` on ``trials`` random cases and diagnose a wrong answer by its typical mistakes.
-
-    ``make_case(rng)`` returns ``(args, reference_output, variants)``. The check passes when every output
-    matches the reference. Otherwise the first variant that matches the student's output in *every*
-    trial (then: in every failing trial) names the mistake; failing that, :func:`dipreg.checks.compare`
-    describes the first failing trial (with the generic ``diagnoses``). Returns ``False`` with a hint
-    while the function raises NotImplementedError, like :func:`dipreg.checks.run_check`.
-    """
-    rng = np.random.default_rng(seed)
-    runs: list[tuple[Any, Any, Variants]] = []
-    for trial in range(trials):
-        args, expected, variants = make_case(rng)
-        try:
-            got = student_fn(*args)
-        except NotImplementedError:
-            print(f"{what}: not implemented yet - replace the `raise NotImplementedError` with your code.")
-            return False
-        except CheckFailed:
-            raise
-        except Exception as exc:
-            raise CheckFailed(f"{what}: your function raised {type(exc).__name__}: {exc} (trial {trial + 1})") from exc
-        runs.append((got, expected, variants))
-    failing = [i for i, (got, expected, _) in enumerate(runs) if not _close(got, expected, atol, rtol)]
-    if not failing:
-        print(f"{what}: correct on {trials} random inputs.")
-        return True
-    for subset in (range(trials), failing):
-        for hint in runs[failing[0]][2]:
-            if all(_close(runs[i][0], runs[i][2][hint], atol, rtol) for i in subset):
-                raise CheckFailed(f"{what}: {hint}")
-    i = failing[0]
-    got, expected = runs[i][0], runs[i][1]
-    label = f"{what} (trial {i + 1}/{trials})"
-    if got is not None and np.ndim(_to_numpy(expected)) == 0:
-        try:
-            arr = _to_numpy(got).astype(float)
-        except (TypeError, ValueError):
-            raise CheckFailed(f"{label}: expected a single number, got a {type(got).__name__}") from None
-        if arr.shape != ():
-            raise CheckFailed(f"{label}: return a scalar (a single number, shape ()), got shape {arr.shape}")
-        value = float(arr)
-        raise CheckFailed(f"{label}: you returned {value:.6g}, expected {float(_to_numpy(expected)):.6g}")
-    compare(got, expected, label, atol=atol, rtol=rtol, diagnoses=diagnoses)
-    raise CheckFailed(f"{label}: wrong answer")  # only reached when compare() accepts what _close() did not
-
-
-def _not_implemented(what: str) -> bool:
-    print(f"{what}: not implemented yet - replace the `raise NotImplementedError` with your code.")
-    return False
-
-
-# ---------------------------------------------------------------------------------------------------
-# Chapter 5: PSNR
-
-
-def reference_psnr(estimate: np.ndarray, reference: np.ndarray, data_range: float = 1.0,
-                   mask: np.ndarray | None = None) -> float:
-    """``10 log10(data_range**2 / mean((estimate - reference)**2))`` in dB; with a ``mask`` (booleans or 0/1
-    numbers) the mean runs over the masked pixels only."""
-    squared = (np.asarray(estimate, float) - np.asarray(reference, float)) ** 2
-    mse = np.mean(squared if mask is None else squared[np.asarray(mask, bool)])
-    return float(10.0 * np.log10(data_range**2 / mse))
-
-
-def _random_mask(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> np.ndarray:
-    """A blob-shaped mask covering 30-60 % of the pixels, as booleans, 0/1 uint8 or 0/1 floats (``kind``)."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), 3.0)
-    mask = field > np.quantile(field, rng.uniform(0.4, 0.7))
-    return {"bool": mask, "uint8": mask.astype(np.uint8), "float": mask.astype(float)}[kind]
-
-
-def masked_variants(errors: np.ndarray, mask: np.ndarray, summary: Callable[[np.ndarray], Any],
-                    what: str) -> Variants:
-    """Typical wrong answers of a per-pixel ``errors`` map (H, W) summarised by ``summary`` over ``mask``
-    (the right answer is ``summary(errors[mask.astype(bool)])``): the mask ignored, multiplied in but averaged
-    over every pixel, inverted, or used as integer indices (numpy's fancy indexing of a 0/1 integer array)."""
-    m = np.asarray(mask, bool)
-    variants: Variants = {
-        f"the mask was ignored: the {what} runs over the masked pixels only": summary(errors.ravel()),
-        f"the mask is inverted: the {what} runs over the pixels where the mask is True (or 1)": summary(errors[~m]),
-    }
-    variants["multiplying by the mask zeroes the other pixels but still counts them: average over the masked "
-             "pixels only (values[mask].mean(), or divide the sum by mask.sum())"] = summary((errors * m).ravel())
-    # every trial has the same keys (check_cases looks a hint up in each); None where it does not apply
-    variants["a 0/1 *integer* mask used as an index picks rows 0 and 1, not the masked pixels: convert it to "
-             "booleans first, np.asarray(mask, bool)"] = \
-        None if np.asarray(mask).dtype == bool else summary(errors[np.asarray(mask).astype(int)].ravel())
-    return variants
-
-
-def guard_mask_errors(fn: Callable, what: str) -> Callable:
-    """``fn`` with an IndexError from indexing with a float mask, and a TypeError from a missing ``mask``
-    argument, turned into diagnoses."""
-    def guarded(*args: Any) -> Any:
-        try:
-            return fn(*args)
-        except TypeError as exc:
-            if "positional argument" in str(exc):
-                raise CheckFailed(f"{what}: your function raised TypeError ({exc}): give it the optional last "
-                                  "argument `mask=None`, as the stub has") from exc
-            raise
-        except IndexError as exc:
-            if "integer" in str(exc) and "boolean" in str(exc):
-                raise CheckFailed(f"{what}: your function raised IndexError ({exc}): the mask may come as 0/1 "
-                                  "numbers; convert it to booleans before indexing, np.asarray(mask, bool)") from exc
-            raise
-    return guarded
-
-
-def _psnr_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
-    data_range = float(rng.choice([2.0, 100.0, 4.0]))  # never 1 or 255, so neither can be hard-coded
-    clean = ndimage.gaussian_filter(rng.random((24, 32)), 2.0)
-    clean = (clean - clean.min()) / np.ptp(clean) * 0.8 * data_range
-    noisy = clean + rng.uniform(0.02, 0.2) * data_range * rng.standard_normal(clean.shape)
-    mse = np.mean((noisy - clean) ** 2)
-    peak = data_range**2
-    variants = {
-        "you ignored the data_range argument (that is the PSNR for a peak of 1): the peak power is "
-        "data_range**2": 10 * np.log10(1.0 / mse),
-        "the peak is the data_range argument, not a fixed 255: 255 is the range of 8-bit images only, and "
-        "these test images have other ranges": 10 * np.log10(255.0**2 / mse),
-        "you returned the mean squared error; PSNR turns it into decibels, 10 log10(data_range**2 / MSE)": mse,
-        "you returned the root-mean-square error; PSNR is 10 log10(data_range**2 / MSE) in dB": np.sqrt(mse),
-        "you used the natural logarithm; PSNR is defined with log10": 10 * np.log(peak / mse),
-        "20 log10 goes with the *amplitude* ratio data_range / RMSE; with the power ratio data_range**2 / MSE "
-        "the factor is 10": 20 * np.log10(peak / mse),
-        "the peak is squared: PSNR = 10 log10(data_range**2 / MSE), not 10 log10(data_range / MSE)":
-            10 * np.log10(data_range / mse),
-        "you used the RMSE where the MSE belongs (or dropped the square of the error)":
-            10 * np.log10(peak / np.sqrt(mse)),
-        "the ratio is upside down: signal power over noise power, data_range**2 / MSE":
-            10 * np.log10(mse / peak),
-        "use the data_range argument as the peak, not the largest value in the image (an image need not reach "
-        "the top of its range)": 10 * np.log10(clean.max() ** 2 / mse),
-        "use the data_range argument as the peak, not the largest value in the noisy estimate":
-            10 * np.log10(noisy.max() ** 2 / mse),
-        "use the data_range argument as the peak, not the range of values (max - min) in the noisy estimate":
-            10 * np.log10(np.ptp(noisy) ** 2 / mse),
-        "the error must be averaged (the *mean* squared error), not summed": 10 * np.log10(peak / (mse * clean.size)),
-    }
-    return (noisy, clean, data_range), reference_psnr(noisy, clean, data_range), variants
-
-
-def _masked_psnr_case(rng: np.random.Generator, kind: str) -> tuple[tuple, float, Variants]:
-    data_range = float(rng.choice([2.0, 4.0, 100.0]))
-    shape = (int(rng.integers(24, 32)), int(rng.integers(28, 36)))
-    clean = ndimage.gaussian_filter(rng.random(shape), 2.0)
-    clean = (clean - clean.min()) / np.ptp(clean) * 0.8 * data_range
-    mask = _random_mask(rng, shape, kind)
-    inside = np.asarray(mask, bool)
-    # small errors inside the object, large ones in the background: a wrong region shows at once
-    sigma = np.where(inside, rng.uniform(0.02, 0.05), rng.uniform(0.15, 0.3)) * data_range
-    noisy = clean + sigma * rng.standard_normal(shape)
-    squared = (noisy - clean) ** 2
-
-    def to_db(values: np.ndarray) -> float:
-        return float(10 * np.log10(data_range**2 / np.mean(values)))
-
-    variants = masked_variants(squared, mask, to_db, "mean squared error")
-    variants["you ignored the data_range argument (that is the PSNR for a peak of 1): the peak power is "
-             "data_range**2"] = float(10 * np.log10(1.0 / np.mean(squared[inside])))
-    return (noisy, clean, data_range, mask), reference_psnr(noisy, clean, data_range, mask), variants
-
-
-def check_psnr(fn: Callable[..., float], *, seed: int | None = None) -> bool:
-    """Check ``fn(estimate, reference, data_range, mask=None) -> PSNR in dB`` against the definition: first
-    without a mask (three arguments), then with masks given as booleans, 0/1 integers and 0/1 floats."""
-    if not check_cases(fn, _psnr_case, "psnr", trials=3, seed=seed, atol=1e-6, rtol=1e-6):
-        return False
-    kinds = iter(["bool", "uint8", "float"])
-    return check_cases(guard_mask_errors(fn, "psnr with a mask"), lambda rng: _masked_psnr_case(rng, next(kinds)),
-                       "psnr with a mask", trials=3, seed=None if seed is None else seed + 1, atol=1e-6, rtol=1e-6)
-
-
-def reference_discrepancy_stop(losses: Sequence[float], sigma: float) -> int:
-    """The discrepancy principle: the first iteration (1-based) whose loss MSE(output, noisy) <= sigma**2.
-
-    Fitting the noisy image more closely than the noise level means fitting the noise. When the loss
-    never gets there, the answer is the last iteration, ``len(losses)``.
-    """
-    for it, value in enumerate(losses, start=1):
-        if value <= sigma**2:
-            return it
-    return len(losses)
-
-
-def _discrepancy_case(rng: np.random.Generator) -> tuple[tuple, int, Variants]:
-    n = int(rng.integers(150, 250))
-    sigma = float(rng.uniform(0.05, 0.15))
-    t = np.arange(n)
-    # an MSE curve that falls through sigma**2 on its way to 0 (the network ends up fitting the noise)
-    losses = sigma**2 * (0.3 + 3.0 * np.exp(-t / rng.uniform(10, 30)) - 0.25 * t / n)
-    losses = losses * (1 + 0.01 * rng.standard_normal(n))
-    first = int(np.argmax(losses <= sigma**2))
-    losses[first + 3:first + 6] = 1.5 * sigma**2  # a loss spike, as Adam makes now and then
-    losses = [float(v) for v in losses]
-    expected = reference_discrepancy_stop(losses, sigma)
-    below = [i + 1 for i, v in enumerate(losses) if v <= sigma**2]
-    above = [i + 1 for i, v in enumerate(losses) if v > sigma**2]
-    variants = {
-        "compare the MSE with the noise *variance* sigma**2, not with sigma: the loss is a squared error":
-            reference_discrepancy_stop(losses, float(np.sqrt(sigma))),
-        "that is a 0-based index; report the iteration number (1-based): the first loss is iteration 1":
-            expected - 1,
-        "that is the last iteration below sigma**2; the rule stops at the *first* one": below[-1] if below else n,
-        "that is the last iteration *above* sigma**2; the rule stops at the first one below": above[-1] if above else 1,
-        "compare with the noise standard deviation squared, sigma**2, not 2 sigma**2":
-            reference_discrepancy_stop(losses, float(np.sqrt(2) * sigma)),
-    }
-    return (losses, sigma), expected, variants
-
-
-def check_discrepancy_stop(fn: Callable[[Sequence[float], float], int], *, seed: int | None = None) -> bool:
-    """Check ``fn(losses, sigma) -> iteration`` (1-based): the first loss at or below ``sigma**2``."""
-    return check_cases(fn, _discrepancy_case, "discrepancy stop", trials=4, seed=seed, atol=0, rtol=0)
-
 
 # ---------------------------------------------------------------------------------------------------
 # Chapter 7: the registration objective (paper eq. 2) and the stopping rule
@@ -586,7 +355,7 @@ def check_dip_loop(fn: Callable[..., Sequence[float]], *, seed: int | None = Non
         try:
             got = fn(net, m, f, counting_draw, iterations, cfg.lr)
         except NotImplementedError:
-            return _not_implemented(what)
+            return not_implemented(what)
         except Exception as exc:
             raise CheckFailed(f"{label}: your function raised {type(exc).__name__}: {exc}") from exc
         if got is None:
@@ -609,7 +378,7 @@ def check_dip_loop(fn: Callable[..., Sequence[float]], *, seed: int | None = Non
         if draws[0] != iterations:
             raise CheckFailed(f"{label}: draw_noise() was called {draws[0]} times in {iterations} iterations; draw "
                               "exactly one fresh z per iteration and use it for that iteration's field")
-        if _close(np.array(losses), np.array(expected), 1e-6, 1e-4):
+        if close(np.array(losses), np.array(expected), 1e-6, 1e-4):
             continue
         variants = {
             "the gradients accumulate over the iterations: call optimizer.zero_grad() in every iteration, before "
@@ -622,7 +391,7 @@ def check_dip_loop(fn: Callable[..., Sequence[float]], *, seed: int | None = Non
         }
         for hint, kw in variants.items():
             net2, m2, f2, draw2 = loop_setup(moving, fixed, cfg, run_seed)
-            if _close(np.array(losses), np.array(reference_dip_loop(net2, m2, f2, draw2, iterations, cfg.lr, **kw)),
+            if close(np.array(losses), np.array(reference_dip_loop(net2, m2, f2, draw2, iterations, cfg.lr, **kw)),
                       1e-6, 1e-4):
                 raise CheckFailed(f"{what}: {hint}")
         if abs(losses[0] - expected[0]) <= 1e-6 + 1e-4 * abs(expected[0]):

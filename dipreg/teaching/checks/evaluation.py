@@ -7,9 +7,9 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from dipreg.checks import CheckFailed, _to_numpy
-from dipreg.checks.dip import Variants, _random_mask, check_cases, guard_mask_errors, masked_variants
 from dipreg.metrics import dice, endpoint_error, folded_fraction, jacobian_determinant
+from dipreg.teaching.checks import CheckFailed, to_numpy
+from dipreg.teaching.checks.cases import Variants, check_cases, guard_mask_errors, masked_variants, random_mask
 
 
 def _field(rng: np.random.Generator, shape: tuple[int, int], amplitude: float, sigma: float) -> np.ndarray:
@@ -75,7 +75,7 @@ def _folding_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
 def _masked_folding_case(rng: np.random.Generator, kind: str) -> tuple[tuple, float, Variants]:
     shape = (int(rng.integers(30, 40)), int(rng.integers(30, 40)))
     u = _field(rng, shape, rng.uniform(5.0, 8.0), 2.0)
-    mask = _random_mask(rng, shape, kind)
+    mask = random_mask(rng, shape, kind)
     det = jacobian_determinant(u)
     frac = folded_fraction(u, np.asarray(mask, bool))
     variants = masked_variants((det <= 0).astype(float), mask, lambda v: float(np.mean(v)), "fraction")
@@ -134,7 +134,7 @@ def check_dice(fn: Callable[[np.ndarray, np.ndarray], float], *, seed: int | Non
     except Exception as exc:
         raise CheckFailed(f"dice: two empty masks made your function raise {type(exc).__name__}: {exc}; guard the "
                           "division (dipreg returns NaN: the overlap of two empty sets is undefined)") from exc
-    v = float(_to_numpy(value))
+    v = float(to_numpy(value))
     if not (np.isnan(v) or v == 1.0):
         raise CheckFailed(f"dice: two empty masks gave {v}; return NaN (undefined, as dipreg) or 1.0 (perfect "
                           "agreement), never a number that looks like a failure")
@@ -168,7 +168,7 @@ def _epe_case(rng: np.random.Generator) -> tuple[tuple, float, Variants]:
 def _masked_epe_case(rng: np.random.Generator, kind: str) -> tuple[tuple, float, Variants]:
     shape = (int(rng.integers(20, 30)), int(rng.integers(20, 30)))
     ref = _field(rng, shape, 4.0, 3.0)
-    mask = _random_mask(rng, shape, kind)
+    mask = random_mask(rng, shape, kind)
     inside = np.asarray(mask, bool)
     # small errors inside the object, large ones in the background, as on a registered image pair
     est = ref + _field(rng, shape, 1.0, 1.5) * np.where(inside, 0.5, 3.0)

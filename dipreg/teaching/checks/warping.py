@@ -2,25 +2,25 @@
 
 Each ``check_*`` calls the student's function on fresh random input, compares it with dipreg's
 reference (:mod:`dipreg.transform`) and, when they disagree, names the mistake: besides the generic
-diagnoses of :func:`dipreg.checks.compare` (sign, swapped channels, (x, y) order, transposition,
+diagnoses of :func:`dipreg.teaching.checks.compare` (sign, swapped channels, (x, y) order, transposition,
 scale), each check recomputes the answer that the typical wrong versions of *this* exercise would
 give (the ``align_corners=False`` formula, a push-forward instead of a pull-back, a displacement left
 in pixels inside ``grid_sample``, ...) and says which one the student's output matches.
 
-The helper :func:`run_with_alternatives` is shared by the other chapters' check modules.
+The helper :func:`~dipreg.teaching.checks.cases.run_with_alternatives` is shared with the other chapters'
+check modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg.checks import CheckFailed, _to_numpy, compare
 from dipreg.losses import mae, mse
+from dipreg.teaching.checks.cases import Alternative, random_shape, run_with_alternatives
 from dipreg.transform import ALIGN_CORNERS, identity_grid, pixel_to_normalized, sampling_grid, warp_tensor
 
 __all__ = [
@@ -30,84 +30,6 @@ __all__ = [
     "check_warp",
     "run_with_alternatives",
 ]
-
-# An alternative: (hint, the answer a particular mistake would give). A "fix": (hint, a function that
-# turns the student's output into the reference's shape, e.g. moving an axis).
-Alternative = tuple[str, Any]
-Fix = tuple[str, Callable[[np.ndarray], np.ndarray]]
-
-
-def _matches(got: np.ndarray, alt: Any, atol: float, rtol: float) -> bool:
-    a = _to_numpy(alt)
-    return got.shape == a.shape and bool(np.all(np.isfinite(got))) and np.allclose(got, a, atol=atol, rtol=rtol)
-
-
-def compare_with_alternatives(student: Any, reference: Any, what: str, alternatives: Sequence[Alternative] = (),
-                              fixes: Sequence[Fix] = (), *, atol: float = 1e-5, rtol: float = 1e-4) -> None:
-    """Like :func:`dipreg.checks.compare`, but first names the specific mistake the output matches.
-
-    ``alternatives`` are tried (in order) only when ``student`` does not match ``reference``; a match
-    raises :class:`CheckFailed` with that alternative's hint. ``fixes`` are tried when the shapes
-    differ (e.g. the coordinate axis first instead of last).
-    """
-    ref = _to_numpy(reference)
-    if student is None:
-        raise CheckFailed(f"{what}: your function returned None; did you forget `return`?")
-    got = _to_numpy(student)
-    if ref.ndim == 0 and got.size == 1:  # a scalar returned as a 1-element array or tensor is fine
-        got = got.reshape(())
-    if got.shape == ref.shape and np.all(np.isfinite(got)) and np.allclose(got, ref, atol=atol, rtol=rtol):
-        return
-    if got.shape != ref.shape:
-        for hint, fix in fixes:
-            try:
-                fixed = fix(got)
-            except Exception:  # a fix that does not apply to this shape
-                continue
-            if fixed.shape == ref.shape:
-                raise CheckFailed(f"{what}: shape {got.shape}, expected {ref.shape}: {hint}")
-    for hint, alt in alternatives:
-        if _matches(got, alt, atol, rtol):
-            raise CheckFailed(f"{what}: {hint}")
-    if ref.size == 1 and got.size == 1:  # a scalar: the generic diagnoses (sign, scale, ...) would only guess
-        raise CheckFailed(f"{what}: yours {got.item():.6g}, expected {ref.item():.6g} (atol={atol}, rtol={rtol})")
-    compare(got, ref, what, atol=atol, rtol=rtol)
-
-
-def run_with_alternatives(student_fn: Callable, make_case: Callable[[np.random.Generator], dict], what: str, *,
-                          trials: int = 3, seed: int | None = None, atol: float = 1e-5, rtol: float = 1e-4,
-                          fixes: Sequence[Fix] = ()) -> bool:
-    """Run ``student_fn`` on ``trials`` random cases and compare; the protocol of :func:`dipreg.checks.run_check`.
-
-    ``make_case(rng)`` returns a dict with ``args`` (a tuple for the student's function), ``expected``
-    and optionally ``alternatives`` (a list of (hint, wrong answer)). Returns ``True`` on success and
-    ``False`` (with a hint) while the function raises ``NotImplementedError``; raises
-    :class:`CheckFailed` with a diagnosis otherwise.
-    """
-    rng = np.random.default_rng(seed)
-    for trial in range(trials):
-        case = make_case(rng)
-        try:
-            got = student_fn(*case["args"])
-        except NotImplementedError:
-            print(f"{what}: not implemented yet - replace the `raise NotImplementedError` with your code.")
-            return False
-        except Exception as exc:
-            raise CheckFailed(f"{what}: your function raised {type(exc).__name__}: {exc} (trial {trial + 1})") from exc
-        compare_with_alternatives(got, case["expected"], f"{what} (trial {trial + 1}/{trials})",
-                                  case.get("alternatives", ()), fixes, atol=atol, rtol=rtol)
-    print(f"{what}: correct on {trials} random inputs.")
-    return True
-
-
-def _shape(rng: np.random.Generator, lo: int = 6, hi: int = 24) -> tuple[int, int]:
-    """A random non-square (H, W), so that swapped rows and columns cannot go unnoticed."""
-    h = int(rng.integers(lo, hi))
-    w = int(rng.integers(lo, hi))
-    if w == h:
-        w += 3
-    return h, w
-
 
 # --------------------------------------------------------------------------------------------------
 # Exercise: bilinear interpolation by hand
@@ -135,7 +57,7 @@ def check_bilinear_sample(fn: Callable, trials: int = 3, seed: int | None = None
     ``0 <= cols < W - 1``; the result has shape (K,).
     """
     def case(rng: np.random.Generator) -> dict:
-        h, w = _shape(rng)
+        h, w = random_shape(rng)
         image = rng.random((h, w))
         k = int(rng.integers(20, 60))
         rows = rng.uniform(0, h - 1, k) * (1 - 1e-9)
@@ -173,7 +95,7 @@ def check_pixel_to_normalized(fn: Callable, trials: int = 3, seed: int | None = 
     axis (:func:`dipreg.transform.pixel_to_normalized`).
     """
     def case(rng: np.random.Generator) -> dict:
-        h, w = _shape(rng)
+        h, w = random_shape(rng)
         extra = tuple(int(s) for s in rng.integers(2, 7, size=int(rng.integers(1, 3))))
         pts = torch.from_numpy(np.stack([rng.uniform(-2, h + 1, extra), rng.uniform(-2, w + 1, extra)]))
         r, c = pts[0], pts[1]
@@ -220,7 +142,7 @@ def check_warp(fn: Callable, trials: int = 3, seed: int | None = None) -> bool:
     Expected: :func:`dipreg.transform.warp_tensor` (bilinear, zeros outside, align_corners=True).
     """
     def case(rng: np.random.Generator) -> dict:
-        h, w = _shape(rng, 8, 20)
+        h, w = random_shape(rng, 8, 20)
         n, c = int(rng.integers(1, 3)), int(rng.integers(1, 3))
         image = torch.from_numpy(rng.random((n, c, h, w)))
         u = _random_displacement(rng, n, h, w, 2.5)
@@ -275,7 +197,7 @@ def check_ssd_gradient(fn: Callable, trials: int = 3, seed: int | None = None) -
     result is the gradient, shape (2, H, W).
     """
     def case(rng: np.random.Generator) -> dict:
-        h, w = _shape(rng, 8, 20)
+        h, w = random_shape(rng, 8, 20)
         from scipy import ndimage
 
         moving = torch.from_numpy(ndimage.gaussian_filter(rng.random((h, w)), 1.0))

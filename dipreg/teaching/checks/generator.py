@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dipreg.checks import CheckFailed
-from dipreg.checks.dip import Variants, check_cases
 from dipreg.generator import SkipGenerator, init_normal_
+from dipreg.teaching.checks import CheckFailed
+from dipreg.teaching.checks.cases import Variants, check_cases
 
 # ---------------------------------------------------------------------------------------------------
 # Receptive field of a chain of convolutions

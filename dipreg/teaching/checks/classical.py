@@ -14,15 +14,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dipreg.checks import CheckFailed
-from dipreg.checks.warping import _shape, run_with_alternatives
 from dipreg.classical import bending, diffusion
+from dipreg.teaching.checks import CheckFailed
+from dipreg.teaching.checks.cases import random_shape, run_with_alternatives
 
 __all__ = ["check_bending", "check_diffusion"]
 
 
 def _field(rng: np.random.Generator) -> torch.Tensor:
-    h, w = _shape(rng, 6, 16)
+    h, w = random_shape(rng, 6, 16)
     n = int(rng.integers(1, 3))
     return torch.from_numpy(rng.normal(0, 1.5, (n, 2, h, w)))
 

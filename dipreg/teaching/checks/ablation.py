@@ -6,8 +6,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from dipreg.ablation import AblationGrid, axis_table
-from dipreg.checks import CheckFailed
+from dipreg.experiments.ablation import AblationGrid
+from dipreg.teaching.ablation_view import axis_table
+from dipreg.teaching.checks import CheckFailed
 
 
 def _rows(grid: AblationGrid) -> list[tuple[str, dict[str, Any]]]:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from dipreg.checks.warping import _shape, run_with_alternatives
 from dipreg.losses import lncc
 from dipreg.metrics import jacobian_determinant
+from dipreg.teaching.checks.cases import random_shape, run_with_alternatives
 
 __all__ = ["check_jacobian_determinant", "check_lncc"]
 
@@ -49,7 +49,7 @@ def check_lncc(fn: Callable, trials: int = 3, seed: int | None = None) -> bool:
     correlation is ``cov**2 / (var_w * var_f + 1e-5)``. The result is a scalar (0-d tensor or float).
     """
     def case(rng: np.random.Generator) -> dict:
-        h, w = _shape(rng, 16, 32)
+        h, w = random_shape(rng, 16, 32)
         window = int(rng.choice([3, 5, 7, 9]))
         f = torch.from_numpy(ndimage.gaussian_filter(rng.random((h, w)), 1.0))[None, None]
         wp = 0.6 * f + 0.4 * torch.from_numpy(ndimage.gaussian_filter(rng.random((h, w)), 1.0))[None, None]
@@ -90,7 +90,7 @@ def check_jacobian_determinant(fn: Callable, trials: int = 3, seed: int | None =
     one-sided at the borders); the result has shape (H, W).
     """
     def case(rng: np.random.Generator) -> dict:
-        h, w = _shape(rng, 10, 30)
+        h, w = random_shape(rng, 10, 30)
         u = _smooth_displacement(rng, h, w, 1.5)
         (u0r, u0c), (u1r, u1c) = np.gradient(u[0]), np.gradient(u[1])
 
