@@ -4,7 +4,7 @@
 #   bash scripts/build_book.sh --student  # the student build without solutions: HTML in _build/student,
 #                                         # notebooks to hand out in _build/student/notebooks
 # A failing cell fails the build (nb_execution_raise_on_error). On a CPU machine the chapters use the
-# small CPU profile; with a CUDA GPU they use the paper's settings (dipreg.book.setup).
+# small CPU profile; with a CUDA GPU they use the paper's settings (dipreg.teaching.book.setup).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck disable=SC1091

@@ -4,8 +4,8 @@ Usage (from the repository root)::
 
     python scripts/make_ablation_grid.py [--out dipreg/data/book/ablation_sample.npz] [--iterations 150]
 
-Runs :func:`dipreg.ablation.run_grid` with the ``cpu`` preset on ``sample_pair(size=128)``, one axis
-at a time (:data:`dipreg.ablation.ABLATION_AXES`), on the CPU with one torch thread so that the run
+Runs :func:`dipreg.experiments.ablation.run_grid` with the ``cpu`` preset on ``sample_pair(size=128)``, one axis
+at a time (:data:`dipreg.experiments.ablation.ABLATION_AXES`), on the CPU with one torch thread so that the run
 is reproducible in time and does not starve a shared machine. Re-running resumes an interrupted file.
 """
 
@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from dipreg.ablation import ABLATION_AXES, run_grid
 from dipreg.data import sample_pair
+from dipreg.experiments.ablation import ABLATION_AXES, run_grid
 
 
 def main() -> None:
