@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from dipreg.data import sample_pair
 from dipreg.losses import get_loss
 from dipreg.presets import get_preset
-from dipreg.register import DIPField, _compiled_objective, make_optimizer, objective
+from dipreg.register import DIPField, compiled_objective, make_optimizer, objective
 
 
 def _sync(dev: torch.device) -> None:
@@ -82,7 +82,7 @@ def make_step(preset: str, size: int, dev: torch.device, compile: bool = False,
     opt = make_optimizer(model.parameters(), cfg, dev)
     loss_fn = get_loss(cfg.loss)
 
-    step_fn = _compiled_objective() if compile else objective
+    step_fn = compiled_objective() if compile else objective
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
 
     def step():

@@ -148,3 +148,12 @@ def as_labels(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if lab.size and lab.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name}: labels must fit in int64, got maximum {lab.max():g}")
     return lab.astype(np.int64)
+
+
+def check_seed(seed: Any, what: str = "seed") -> int:
+    """``seed`` as an int; ``None`` means 0. Anything but an integer in [0, 2**63) raises a ValueError."""
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"{what}: expected an integer from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)

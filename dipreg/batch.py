@@ -34,23 +34,25 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from dipreg._validate import ArrayLike, as_image, same_shape
+from dipreg.affine import fit_affine
 from dipreg.config import RegistrationConfig
+from dipreg.data.pair import Pair, as_pairs
 from dipreg.losses import fold_penalty, get_loss
 from dipreg.register import (
     Plateau,
     RegistrationError,
     RegistrationWarning,
-    _progress,
     check_seed,
     make_field,
     make_optimizer,
     optimiser_images,
+    progress_bar,
     quality_check,
     resolve_config,
     resolve_device,
@@ -58,34 +60,15 @@ from dipreg.register import (
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
 
-if TYPE_CHECKING:
-    from dipreg.data.pair import Pair
-
 __all__ = ["register_many"]
 
 
-def _as_pairs(pairs: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Validate ``pairs`` into a list of (moving, fixed) float64 arrays, all of one shape."""
-    from dipreg.data.pair import Pair
-
-    if isinstance(pairs, (Pair, np.ndarray, torch.Tensor)) or not isinstance(pairs, Sequence) and not hasattr(
-            pairs, "__iter__"):
-        raise TypeError("pairs: expected a list of dipreg.data.Pair or of (moving, fixed) tuples, "
-                        f"got {type(pairs).__name__}")
-    items = list(pairs)
-    if not items:
-        raise ValueError("pairs: the list is empty; give at least one (moving, fixed) pair")
+def _as_arrays(pairs: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Validate ``pairs`` (:func:`dipreg.data.pair.as_pairs`) into (moving, fixed) float64 arrays of one shape."""
     out: list[tuple[np.ndarray, np.ndarray]] = []
-    for i, p in enumerate(items):
-        if isinstance(p, Pair):
-            moving, fixed = p.moving, p.fixed
-        elif isinstance(p, (tuple, list)) and len(p) == 2:
-            moving, fixed = p
-        else:
-            raise TypeError(f"pairs[{i}]: expected a dipreg.data.Pair or a (moving, fixed) tuple, "
-                            f"got {type(p).__name__}")
-        mov = as_image(moving, f"pairs[{i}].moving")
-        fix = as_image(fixed, f"pairs[{i}].fixed")
+    lazy = isinstance(pairs, Iterable) and not isinstance(pairs, (list, tuple, Pair, np.ndarray, torch.Tensor))
+    for i, p in enumerate(as_pairs(list(pairs) if lazy else pairs, single=False)):
+        mov, fix = as_image(p.moving, f"pairs[{i}].moving"), as_image(p.fixed, f"pairs[{i}].fixed")
         same_shape(mov, fix, f"pairs[{i}].moving", f"pairs[{i}].fixed")
         if out and mov.shape != out[0][0].shape:
             raise ValueError(f"pairs[{i}] has shape {mov.shape} but pairs[0] has shape {out[0][0].shape}; "
@@ -151,7 +134,7 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     Each result carries ``register``'s quality check (``info["warning"]`` and a RegistrationWarning when a
     pair ends less alike than it started). There is no ``callback``.
     """
-    data = _as_pairs(pairs)
+    data = _as_arrays(pairs)
     n = len(data)
     seeds = _seeds(seed, n)
     dev = resolve_device(device)
@@ -164,8 +147,13 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     f_t = torch.stack([f for _, f in seen])[:, None]
     gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
     models = [make_field(cfg, shape, s, dev) for s in seeds]
-    for m in models:
+    loss_fn = get_loss(cfg.loss)
+    thetas = [fit_affine(m_t[i:i + 1], f_t[i:i + 1], loss_fn) if cfg.prealign == "affine" else None
+              for i in range(n)]
+    for m, theta in zip(models, thetas, strict=True):
         _without_running_stats(m)
+        if theta is not None:
+            m.set_prealign(theta)
     params, buffers = torch.func.stack_module_state(models)
     base = models[0]
     names = list(params)
@@ -183,13 +171,12 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     def noise() -> torch.Tensor:
         return torch.stack([base.noise(g, dev) for g in gens])
 
-    loss_fn = get_loss(cfg.loss)
     opt = make_optimizer(plist, cfg, dev)
     z_fixed = noise() if cfg.noise == "fixed" else None
     histories: list[list[float]] = [[] for _ in range(n)]
     plateaus = [Plateau(cfg.patience, cfg.min_delta) for _ in range(n)]
     active = [True] * n
-    bar = _progress(cfg.iterations, progress, f"dipreg batch x{n} [{cfg.preset}, {dev.type}]")
+    bar = progress_bar(cfg.iterations, progress, f"dipreg batch x{n} [{cfg.preset}, {dev.type}]")
     try:
         for it in range(cfg.iterations):
             if not any(active):
@@ -248,5 +235,6 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
             seconds=batch_seconds / n, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(histories[i]),
                   "stopped": "iterations" if active[i] else "converged", "seed": seeds[i], "batch_size": n,
-                  "batch_index": i, "batch_seconds": batch_seconds, **check}))
+                  "batch_index": i, "batch_seconds": batch_seconds, **check,
+                  **({} if thetas[i] is None else {"affine": thetas[i][0].tolist()})}))
     return results

@@ -31,8 +31,8 @@ from dipreg.register import (
     RegistrationError,
     RegistrationWarning,
     Step,
-    _progress,
     check_seed,
+    progress_bar,
     quality_check,
     resolve_device,
 )
@@ -238,7 +238,7 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     level_starts: list[int] = []
     stopped = "iterations"
     u_prev: torch.Tensor | None = None
-    bar = _progress(sum(its), progress, f"dipreg classical [{regularizer}, {dev.type}]")
+    bar = progress_bar(sum(its), progress, f"dipreg classical [{regularizer}, {dev.type}]")
     try:
         for level, (lvl_shape, n_steps) in enumerate(zip(shapes, its, strict=True)):
             level_starts.append(len(history))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,10 @@ class RegistrationConfig:
         noise: ``"fresh"`` (a new z every iteration, the paper) or ``"fixed"`` (one z, as DIP denoising).
         init_std: convolution weights ~ N(0, init_std**2) (the paper: 0.01); ``None`` keeps PyTorch's init.
     Parameterisation of the field:
+        prealign: ``"none"`` (the paper) or ``"affine"``: a global affine map fitted first, coarse to fine, with
+            the same data term (:func:`dipreg.affine.fit_affine`); the network's field acts after it and the
+            returned displacement is the composition. Between subjects it takes up size, position and tilt,
+            which a field held at the border cannot.
         grid_scale: the generator runs on a grid ``grid_scale`` times coarser than the image and its output
             is upsampled bilinearly (1 = the paper: z has the image's size). The grid never gets smaller than
             ``2 ** (len(down) + 1)`` pixels a side, so that the coarsest scale keeps 2 x 2 pixels.
@@ -77,6 +82,7 @@ class RegistrationConfig:
     noise_std: float = 0.1
     noise: str = "fresh"
     init_std: float | None = 0.01
+    prealign: str = "none"
     grid_scale: int = 1
     output_scale: float = 1.0
     integrate: int = 0
@@ -169,7 +175,8 @@ def field_names() -> list[str]:
 _CHOICES = {"upsample": ("nearest", "bilinear"), "padding": ("zeros", "reflection", "replicate"),
             "norm": ("batch", "instance", "none"), "activation": ("leaky_relu", "relu", "elu", "tanh"),
             "noise": ("fresh", "fixed"), "boundary": ("free", "fixed"), "loss": ("mae", "mse", "lncc"),
-            "optimizer": ("adam", "sgd"), "intensity_match": MATCHES}
+            "optimizer": ("adam", "sgd"), "intensity_match": MATCHES,
+            "prealign": ("none", "affine")}
 
 
 def _check_new_preset(c: RegistrationConfig, overrides: dict[str, Any]) -> None:
@@ -187,13 +194,18 @@ def _check_new_preset(c: RegistrationConfig, overrides: dict[str, Any]) -> None:
         raise ValueError(f"config.preset: {name!r} is an existing preset with other settings; {hint}")
 
 
+_NAMED: dict[str, RegistrationConfig] = {}
+
+
+def register_presets(presets: Mapping[str, RegistrationConfig]) -> None:
+    """Make ``presets`` known by name to :meth:`RegistrationConfig.replace` and ``overridden`` (called by
+    :mod:`dipreg.presets`, which owns them; this module imports no presets)."""
+    _NAMED.update(presets)
+
+
 def _named_preset(name: Any) -> RegistrationConfig | None:
-    """The registered preset called ``name``, or None (also while :mod:`dipreg.presets` is being built)."""
-    try:
-        from dipreg.presets import PRESETS
-    except ImportError:
-        return None
-    return PRESETS.get(name) if isinstance(name, str) else None
+    """The registered preset called ``name``, or None."""
+    return _NAMED.get(name) if isinstance(name, str) else None
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -8,7 +8,6 @@ Book: chapter "Registration with a deep image prior" (``book/07_dip_registration
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import time
 import warnings
@@ -20,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import ArrayLike, as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
+from dipreg.affine import affine_displacement, compose_affine, fit_affine, linear_part
 from dipreg.config import RegistrationConfig
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.intensity import prepare_pair
@@ -29,8 +29,6 @@ from dipreg.metrics import ssim
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
-
-log = logging.getLogger("dipreg")
 
 
 class RegistrationError(RuntimeError):
@@ -98,15 +96,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def check_seed(seed: Any, what: str = "seed") -> int:
-    """``seed`` as an int; ``None`` means 0. Anything but an integer in [0, 2**63) raises a ValueError."""
-    if seed is None:
-        return 0
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
-        raise ValueError(f"{what}: expected an integer from 0 to 2**63 - 1, got {seed!r}")
-    return int(seed)
-
-
 def make_field(cfg: RegistrationConfig, shape: tuple[int, int], seed: int, device: torch.device) -> DIPField:
     """The :class:`DIPField` of ``cfg`` for images of ``shape``, its weights drawn from ``seed`` alone.
 
@@ -171,6 +160,14 @@ class DIPField(torch.nn.Module):
             for axis, (g, n) in enumerate(zip(self.grid, shape, strict=True)):
                 kernel = _gaussian_kernel(cfg.smooth * (g - 1) / max(n - 1, 1))
                 self.register_buffer(f"kernel{axis}", kernel, persistent=False)
+        self.register_buffer("prealign_shift", None, persistent=False)
+        self.register_buffer("prealign_linear", None, persistent=False)
+
+    def set_prealign(self, theta: torch.Tensor) -> None:
+        """Put the affine map ``theta`` (1, 2, 3), normalised units (:mod:`dipreg.affine`), before the field:
+        :meth:`forward` then returns the composition (the affine map first)."""
+        self.prealign_shift = affine_displacement(theta, self.shape)
+        self.prealign_linear = linear_part(theta, self.shape)
 
     @staticmethod
     def _window(grid: tuple[int, int]) -> torch.Tensor:
@@ -208,10 +205,14 @@ class DIPField(torch.nn.Module):
             out = self.smooth(out)
         out = out * self.factor
         if self.cfg.integrate:  # integrate on the generator's grid, in that grid's pixel units
-            return resize_displacement(integrate_velocity(out, self.cfg.integrate), self.shape)
-        if self.grid == self.shape:
-            return out
-        return F.interpolate(out, size=self.shape, mode="bilinear", align_corners=ALIGN_CORNERS)
+            u = resize_displacement(integrate_velocity(out, self.cfg.integrate), self.shape)
+        elif self.grid == self.shape:
+            u = out
+        else:
+            u = F.interpolate(out, size=self.shape, mode="bilinear", align_corners=ALIGN_CORNERS)
+        if self.prealign_shift is not None:
+            u = compose_affine(self.prealign_shift, self.prealign_linear, u)
+        return u
 
 
 def optimiser_images(moving: np.ndarray, fixed: np.ndarray, cfg: RegistrationConfig,
@@ -276,8 +277,7 @@ def make_optimizer(params: Iterable[torch.Tensor], cfg: RegistrationConfig,
     """The optimiser ``cfg.optimizer`` at ``cfg.lr`` over ``params`` (leaf tensors that require grad).
 
     Adam runs fused (one kernel for all tensors per step) on CPU and CUDA: the same update as the
-    default implementation up to float rounding, ~15 % less time per step on a 2-core CPU
-    (``BENCHMARKS.md``).
+    default implementation up to float rounding, and faster (BENCHMARKS.md, "after fused Adam").
     """
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr)
@@ -302,13 +302,14 @@ def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: tor
 
 
 @functools.cache
-def _compiled_objective() -> Callable:
+def compiled_objective() -> Callable:
     """:func:`objective` through ``torch.compile``, built once per process, so every later registration
     with the same architecture and image size reuses the compiled kernels."""
     return torch.compile(objective)
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A tqdm bar over ``total`` steps labelled ``desc``, or ``None`` when not ``enabled``."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -318,7 +319,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig | str | None = None,
              seed: int | None = None, device: str | torch.device | None = None, progress: bool = True,
-             callback: Callable[[Step], bool | None] | None = None, compile: bool = False,  # noqa: A002
+             callback: Callable[[Step], bool | None] | None = None, compile: bool = False,
              **overrides: Any) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` with a randomly initialised CNN as the prior.
 
@@ -367,13 +368,16 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     gen = torch.Generator(device=dev).manual_seed(seed)
     model = make_field(cfg, mov.shape, seed, dev)
     loss_fn = get_loss(cfg.loss)
-    step_fn = _compiled_objective() if compile else objective
+    theta = fit_affine(m_t, f_t, loss_fn) if cfg.prealign == "affine" else None
+    if theta is not None:
+        model.set_prealign(theta)
+    step_fn = compiled_objective() if compile else objective
     opt = make_optimizer(model.parameters(), cfg, dev)
     z_fixed = model.noise(gen, dev) if cfg.noise == "fixed" else None
 
     history: list[float] = []
     plateau, stopped = Plateau(cfg.patience, cfg.min_delta), "iterations"
-    bar = _progress(cfg.iterations, progress, f"dipreg [{cfg.preset}, {dev.type}]")
+    bar = progress_bar(cfg.iterations, progress, f"dipreg [{cfg.preset}, {dev.type}]")
     try:
         for it in range(cfg.iterations):
             z = z_fixed if z_fixed is not None else model.noise(gen, dev)
@@ -424,7 +428,8 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
             warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
             seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
-                  "stopped": stopped, "seed": seed, **check},
+                  "stopped": stopped, "seed": seed, **check,
+                  **({} if theta is None else {"affine": theta[0].tolist()})},
         )
 
     if stopped != "interrupted":

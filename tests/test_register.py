@@ -110,7 +110,7 @@ def test_compile_failure_says_how_to_go_on(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("InductorError: no working C++ compiler found")
 
-    monkeypatch.setattr(register_module, "_compiled_objective", lambda: broken)
+    monkeypatch.setattr(register_module, "compiled_objective", lambda: broken)
     m, f, _ = blob_pair()
     with pytest.raises(RegistrationError, match=r"torch.compile failed.*C\+\+ compiler.*compile=False") as info:
         dipreg.register(m, f, progress=False, compile=True, **TINY)

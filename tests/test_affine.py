@@ -1,0 +1,82 @@
+"""The affine pre-alignment (dipreg.affine) and its use by register / register_many."""
+
+import numpy as np
+import pytest
+import torch
+
+import dipreg
+from dipreg.affine import affine_displacement, compose_affine, fit_affine, identity_theta, linear_part
+from dipreg.data import sample_pair
+from dipreg.losses import get_loss
+from dipreg.transform import compose, warp_tensor
+
+THETA = torch.tensor([[[1.06, 0.04, 0.03], [-0.05, 0.96, -0.04]]])
+
+
+def _image(size: int = 96) -> torch.Tensor:
+    p = sample_pair("default").resized(size)
+    return torch.tensor(p.moving, dtype=torch.float32)[None, None]
+
+
+def test_identity_is_zero_displacement():
+    assert affine_displacement(identity_theta(1), (7, 11)).abs().max() < 1e-6
+
+
+def test_translation_in_pixels():
+    # x (columns) shifted by 0.5 normalised units = 0.25 * (w - 1) px, rows by -0.25 = -0.125 * (h - 1) px
+    theta = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, -0.25]]])
+    a = affine_displacement(theta, (9, 17))
+    assert torch.allclose(a[0, 0], torch.full((9, 17), -0.25 * 8 / 2), atol=1e-5)
+    assert torch.allclose(a[0, 1], torch.full((9, 17), 0.5 * 16 / 2), atol=1e-5)
+
+
+def test_compose_affine_matches_resampled_composition():
+    shape = (64, 80)
+    a = affine_displacement(THETA, shape)
+    v = torch.nn.functional.interpolate(torch.randn(1, 2, 6, 6, generator=torch.Generator().manual_seed(0)) * 2,
+                                        size=shape, mode="bilinear", align_corners=True)
+    exact = compose_affine(a, linear_part(THETA, shape), v)
+    resampled = compose(a, v)  # interpolates a, exact for an affine map away from the border
+    assert (exact - resampled)[..., 8:-8, 8:-8].abs().max() < 1e-3
+
+
+def test_fit_affine_recovers_a_known_map():
+    m = _image()
+    f = warp_tensor(m, affine_displacement(THETA, m.shape[-2:]))
+    theta = fit_affine(m, f, get_loss("mae"))
+    err = (affine_displacement(theta, m.shape[-2:]) - affine_displacement(THETA, m.shape[-2:])).norm(dim=1)
+    assert err.mean() < 0.3, err.mean()
+
+
+def test_fit_affine_keeps_identity_for_identical_images():
+    m = _image()
+    theta = fit_affine(m, m.clone(), get_loss("mae"))
+    assert affine_displacement(theta, m.shape[-2:]).abs().max() < 0.5
+
+
+def test_register_prealign_affine_recovers_a_scaled_brain():
+    m = _image()
+    f = warp_tensor(m, affine_displacement(THETA, m.shape[-2:]))[0, 0].numpy()
+    kw = dict(progress=False, iterations=60, down=(8, 16), up=(8, 16), grid_scale=4, output_scale=4.0)
+    with_affine = dipreg.register(m[0, 0].numpy(), f, **kw)
+    without = dipreg.register(m[0, 0].numpy(), f, prealign="none", **kw)
+    assert with_affine.config.prealign == "affine" and "affine" in with_affine.info
+    assert "affine" not in without.info
+    mae = lambda r: float(np.abs(r.warped - f)[10:-10, 10:-10].mean())  # noqa: E731
+    assert mae(with_affine) < 0.6 * mae(without), (mae(with_affine), mae(without))
+
+
+def test_register_many_fits_one_affine_per_pair():
+    m = _image(64)
+    f = warp_tensor(m, affine_displacement(THETA, m.shape[-2:]))[0, 0].numpy()
+    mm = m[0, 0].numpy()
+    kw = dict(progress=False, iterations=2, down=(8, 16), up=(8, 16), grid_scale=4, output_scale=4.0, patience=0)
+    res = dipreg.register_many([(mm, f), (mm, mm)], **kw)
+    one = dipreg.register(mm, f, **kw)
+    assert np.allclose(res[0].info["affine"], one.info["affine"], atol=1e-5)
+    assert not np.allclose(res[0].info["affine"], res[1].info["affine"], atol=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["paper"])
+def test_paper_preset_has_no_prealignment(preset):
+    assert dipreg.presets.get_preset(preset).prealign == "none"
