@@ -41,7 +41,8 @@ class RegistrationConfig:
             velocity integrated by n scaling-and-squaring steps (diffeomorphic up to discretisation).
         boundary: ``"free"`` (the paper: the network may move the image border) or ``"fixed"`` (the field is
             tapered smoothly to zero over the outer sixteenth of the image, a Dirichlet boundary condition that
-            keeps the image domain onto itself, so mean det J stays at 1).
+            keeps the image domain onto itself, so the mean det J of the network's field stays at 1; an affine
+            ``prealign`` stage before it can still change the total volume).
         smooth: standard deviation, in image pixels, of a Gaussian filter applied to the network output on its
             grid before it becomes a field (0 = none, the paper). A fixed low-pass readout, as SyN smooths its
             velocity: it removes the grid-scale wiggles that let the data term buy intensity matches with local

@@ -56,7 +56,8 @@ _CPU_NOTES = {
     "smooth": "6 px Gaussian readout: on the development pairs 4 / 6 / 8 px gave tissue Dice 0.663 / 0.651 / 0.626 "
               "at SD log det J 0.30 / 0.27 / 0.21 (intensity_match none); none at all: LGG SSIM 0.713 at SD log "
               "det J 1.0 (the previous default)",
-    "boundary": "fixed: the field vanishes at the image border, so mean det J stays 1",
+    "boundary": "fixed: the network's field vanishes at the image border (its mean det J stays 1; the affine stage "
+                "changes size and position)",
     "fold_penalty": "10 x mean relu(0.1 - det J): a barrier that only acts where a pixel would fold",
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
     "iterations": "at most 800; early stopping ends most runs after 400-500 steps",

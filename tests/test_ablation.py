@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import dipreg
 from dipreg import RegistrationConfig
 from dipreg.data import sample_pair
 from dipreg.experiments import ablation as ab
@@ -43,6 +44,12 @@ def grid_path(pair, tmp_path_factory):
 def test_axes_cover_the_brief():
     assert {"method", "depth", "width", "skip", "init_std", "noise_std", "noise", "loss", "lr", "iterations"} \
         <= set(ABLATION_AXES)
+    # issue 12: the axes from the paper's method to the default, each with the paper's value among its values
+    paper = dipreg.presets.get_preset("paper")
+    for axis in ("prealign", "smooth", "intensity_match", "integrate", "fold_penalty"):
+        assert getattr(paper, axis) in ABLATION_AXES[axis], axis
+        method, settings = setting_for(dipreg.presets.get_preset("cpu"), axis, getattr(paper, axis))
+        assert method == "dip" and settings[axis] == getattr(paper, axis)
     assert set(ABLATION_AXES["method"]) == {"dip", "classical-w0", "classical"}
     assert 0 in ABLATION_AXES["skip"] and set(ABLATION_AXES["loss"]) == {"mae", "mse", "lncc"}
     base = RegistrationConfig()

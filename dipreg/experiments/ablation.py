@@ -20,6 +20,11 @@ a factorial design; the base value is added to an axis that lacks it):
 ``loss``        ``"mae"`` (the paper), ``"mse"``, ``"lncc"``
 ``lr``          Adam learning rate
 ``iterations``  number of steps
+``prealign``    ``"none"`` (the paper) or ``"affine"``: the global affine stage before the network's field
+``smooth``      SD in image pixels of the Gaussian readout of the generator's output (0 = none, the paper)
+``intensity_match``  ``"none"`` (min-max per image, as the paper), ``"linear"``, ``"histogram"``
+``integrate``   scaling-and-squaring steps (0 = the output is the displacement, the paper)
+``fold_penalty``  weight of the fold barrier (0 = none, the paper)
 """
 
 from __future__ import annotations
@@ -57,8 +62,16 @@ ABLATION_AXES: dict[str, list[Any]] = {
     "loss": ["mae", "mse", "lncc"],
     "lr": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
     "iterations": [50, 100, 200, 300, 500],
+    "prealign": ["none", "affine"],
+    "smooth": [0.0, 3.0, 6.0, 10.0],
+    "intensity_match": ["none", "linear", "histogram"],
+    "integrate": [0, 7],
+    "fold_penalty": [0.0, 10.0],
 }
 """Axis name -> values tried, one axis at a time around the base configuration."""
+_CONFIG_AXES = ("skip", "init_std", "noise_std", "noise", "loss", "lr", "prealign", "smooth", "intensity_match",
+                "integrate", "fold_penalty")
+"""Axes whose value is a :class:`RegistrationConfig` field of the same name."""
 
 METHODS = ("dip", "classical-w0", "classical")
 METRIC_KEYS = ("ssim_before", "ssim_after", "mae_after", "jac_mean", "jac_std", "jac_min", "folded_fraction",
@@ -80,7 +93,7 @@ def axis_default(base: RegistrationConfig, axis: str) -> Any:
         return len(base.down)
     if axis == "width":
         return 1.0
-    if axis in ("skip", "init_std", "noise_std", "noise", "loss", "lr", "iterations"):
+    if axis in _CONFIG_AXES or axis == "iterations":
         return getattr(base, axis)
     raise ValueError(f"axis: unknown ablation axis {axis!r}; known: {list(ABLATION_AXES)}")
 
@@ -139,7 +152,7 @@ def setting_for(base: RegistrationConfig, axis: str, value: Any, *, iterations: 
         if iterations is not None and base_iterations:
             its = max(1, int(round(value * iterations / base_iterations)))
         cfg = base.replace(iterations=its)
-    elif axis in ("skip", "init_std", "noise_std", "noise", "loss", "lr"):
+    elif axis in _CONFIG_AXES:
         cfg = base.replace(**{axis: value})
     else:
         raise ValueError(f"axis: unknown ablation axis {axis!r}; known: {list(ABLATION_AXES)}")
