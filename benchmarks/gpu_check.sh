@@ -5,6 +5,9 @@
 #
 #     bash benchmarks/gpu_check.sh "$OUT"          # OUT: folder for gpu_check.log (default /tmp/gpu_check)
 #
+# With DIPREG_LGG_ROOT set to the full LGG download (kaggle_3m), it also runs the unchanged `paper` preset on
+# all consecutive pairs (issue 12), resumable across runs.
+#
 # Every step has its own time limit, so one hang cannot eat the whole lease; the log says which step
 # failed. A dry run on a CPU (tiny settings, seconds) keeps the script from rotting:
 #
@@ -78,5 +81,14 @@ print(f'{res.info[\"preset\"]} preset, {len(res.history)} iterations: {sec:.1f} 
       f'{m[\"ssim_after\"]:.3f}, folded {100 * m[\"folded_fraction\"]:.3f} %')
 print(f'projected 109-pair reproduction, one pair at a time: {109 * sec / 60:.1f} min')
 "
+if [ -n "${DIPREG_LGG_ROOT:-}" ] && [ -d "${DIPREG_LGG_ROOT}" ]; then
+  # issue 12: the unchanged paper preset on every consecutive pair of the full download (resumable: run the
+  # script again to continue; the rows land in $OUTDIR/lgg_all_paper/results.csv)
+  run 480 "the paper preset on all consecutive LGG pairs ($DIPREG_LGG_ROOT)" \
+    "$PY" -m dipreg reproduce --data "$DIPREG_LGG_ROOT" --out "$OUTDIR/lgg_all_paper" --methods dip --preset paper \
+    --device "$DEV" --no-progress ${DIPREG_CHECK_QUICK:+--limit 1 --iterations 2}
+else
+  echo -e "\n## the paper preset on all LGG pairs: skipped (set DIPREG_LGG_ROOT to the kaggle_3m folder)" | tee -a "$LOG"
+fi
 echo -e "\n$failed step(s) failed; log: $LOG" | tee -a "$LOG"
 exit "$failed"
