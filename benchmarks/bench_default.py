@@ -7,8 +7,9 @@ Three suites, each on pairs named in the output:
   the region where the answer is defined (the brain, or the image minus an 8-pixel border).
 * ``tissue``: inter-subject brain slices with tissue labels (:func:`dipreg.data.tissue_pairs`; ``--split``
   development, held-out or all). Scores: mean label Dice, SD log det J, folded pixels, SSIM.
-* ``lgg``: consecutive LGG pairs, middle FLAIR slice in [0, 1] (``--data``; ``--lgg-pairs`` how many, the
-  first 5 are the development pairs of ``../shared/data``). Scores: whole-image SSIM, SD log det J, folding.
+* ``lgg``: consecutive LGG pairs, middle FLAIR slice in [0, 1] (``--data``; ``--lgg-pairs`` how many of the
+  first pairs of ``--data``: the development pairs only when it is ``../shared/data``). Scores: whole-image
+  SSIM, SD log det J, folding.
 
 Methods (``--methods``, comma-separated): ``dip`` (:func:`dipreg.register` with ``--preset`` and ``--set
 KEY=VALUE`` overrides), ``classical``, ``ants-SyN``, ``ants-SyNCC`` (any ``ants-<type_of_transform>``).

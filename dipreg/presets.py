@@ -48,8 +48,8 @@ _CPU_NOTES = {
     "up": "as down",
     "prealign": "affine: a global affine map first (as ANTs runs before SyN); on the held-out tissue pairs label "
                 "Dice rose from 0.558 to 0.676 and SD log det J fell from 0.58 to 0.39, on the development pairs "
-                "0.652 -> 0.659; on the 5 LGG development pairs SSIM fell from 0.677 to 0.646 (BENCHMARKS.md, "
-                "session 6)",
+                "0.652 -> 0.659; on the 5 LGG development pairs SSIM 0.677 -> 0.676, SD log det J 0.69 -> 0.70 "
+                "(BENCHMARKS.md, session 6)",
     "grid_scale": "8: a 32 x 32 control grid at 256 px; cost /64 and no pixel-level noise in the field",
     "output_scale": "8 pixels per unit, so Adam's first steps move the field at a useful speed",
     "integrate": "7 scaling-and-squaring steps: the output is a velocity, so the field stays invertible",
