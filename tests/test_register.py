@@ -130,7 +130,8 @@ def test_nan_mid_run_names_the_iteration_and_keeps_the_finite_losses(monkeypatch
     monkeypatch.setitem(dipreg.losses.LOSSES, "mae", nan_from_the_sixth_call)
     m, f, _ = blob_pair()
     with pytest.raises(RegistrationError, match="at iteration 5;") as info:
-        dipreg.register(m, f, progress=False, callback=callback, **{**TINY, "iterations": 20})
+        # no affine pre-alignment, whose fit would make the first calls of the loss
+        dipreg.register(m, f, progress=False, callback=callback, **{**TINY, "iterations": 20, "prealign": "none"})
     assert len(info.value.history) == 5 and all(np.isfinite(info.value.history))
 
 
@@ -193,7 +194,9 @@ def test_smooth_sample_registration_is_regular():
     m = res.metrics()
     assert m["ssim_after"] > m["ssim_before"] + 0.02
     assert m["folded_fraction"] < 1e-3
-    assert abs(m["jac_mean"] - 1.0) < 0.05
+    # the affine pre-alignment scales this brain onto the template (det 0.835); the field on top keeps the volume
+    affine_det = np.linalg.det(np.array(res.info["affine"])[:, :2])
+    assert abs(m["jac_mean"] - affine_det) < 0.05
     assert np.all(np.isfinite(ndimage.sobel(res.displacement[0])))
 
 
