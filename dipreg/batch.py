@@ -3,7 +3,8 @@
 :func:`register_many` builds one :class:`dipreg.register.DIPField` per pair exactly as
 :func:`dipreg.register` does (same seed, same initial weights, same noise draws), stacks their parameters
 with :func:`torch.func.stack_module_state` and evaluates all B networks in one call with
-:func:`torch.func.functional_call` under :func:`torch.vmap`. Each network still sees a batch of one noise
+:func:`torch.func.functional_call` under :func:`torch.vmap` (:class:`dipreg.engine.BatchField`); the loop is
+:func:`dipreg.engine.run`, with one member per pair. Each network still sees a batch of one noise
 image, so BatchNorm (training mode, as in ``register``) normalises with that pair's own statistics: the
 batch-size-1 semantics of every pair are preserved. On a GPU the B small networks become grouped
 convolutions, which keeps the device busy where one 32 x 32 control grid alone cannot.
@@ -30,33 +31,20 @@ The results are equally good registrations, not the same fields; compare quality
 
 from __future__ import annotations
 
-import math
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from dipreg._validate import ArrayLike, as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
 from dipreg.affine import fit_affine
 from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
+from dipreg.engine import BatchField, Noise, Stage, Terms, checked, run
 from dipreg.losses import fold_penalty, get_loss
-from dipreg.register import (
-    Plateau,
-    RegistrationError,
-    RegistrationWarning,
-    check_seed,
-    make_field,
-    make_optimizer,
-    optimiser_images,
-    progress_bar,
-    quality_check,
-    resolve_config,
-    resolve_device,
-)
+from dipreg.register import make_field, make_optimizer, optimiser_images, resolve_config, resolve_device
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
 
@@ -88,21 +76,6 @@ def _seeds(seed: int | Sequence[int] | None, n: int) -> list[int]:
             raise ValueError(f"seed: expected an int or a list of {n} ints (one per pair), got {len(seeds)} seeds")
         return [check_seed(s, f"seed[{i}]") for i, s in enumerate(seeds)]
     raise TypeError(f"seed: expected an int, a list of ints or None, got {type(seed).__name__}")
-
-
-def _without_running_stats(module: torch.nn.Module) -> None:
-    """Make every BatchNorm use batch statistics only (no running-stat buffers to update under vmap).
-
-    ``register`` keeps its network in training mode throughout, readout included, so BatchNorm always
-    normalises with the current batch's statistics and the running averages are never read: dropping them
-    changes no number.
-    """
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean = None
-            m.running_var = None
-            m.num_batches_tracked = None
-            m.track_running_stats = False
 
 
 def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
@@ -151,90 +124,43 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     thetas = [fit_affine(m_t[i:i + 1], f_t[i:i + 1], loss_fn) if cfg.prealign == "affine" else None
               for i in range(n)]
     for m, theta in zip(models, thetas, strict=True):
-        _without_running_stats(m)
         if theta is not None:
             m.set_prealign(theta)
-    params, buffers = torch.func.stack_module_state(models)
-    base = models[0]
-    names = list(params)
-    plist = [params[k] for k in names]
+    field = BatchField(models)
+    noise = Noise(lambda: torch.stack([models[0].noise(g, dev) for g in gens]), cfg.noise == "fixed",
+                  cfg.readout_draws)
 
-    def one(p: tuple[torch.Tensor, ...], b: dict[str, torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(base, ({**dict(zip(names, p, strict=True)), **b}), (z,))
+    def terms(it: int) -> Terms:
+        u = field(noise())
+        warped_t = warp_tensor(m_t, u)
+        losses = []
+        for i in range(n):  # per pair, exactly as register computes it
+            loss = loss_fn(warped_t[i:i + 1], f_t[i:i + 1])
+            if cfg.fold_penalty:
+                loss = loss + cfg.fold_penalty * fold_penalty(u[i:i + 1])
+            losses.append(loss)
+        return Terms(losses, u, warped_t)
 
-    batched = torch.vmap(one, in_dims=(0, 0, 0))
+    def nonfinite(it: int, i: int, value: float) -> str:
+        return (f"pairs[{i}] (seed {seeds[i]}): the loss became {value} at iteration {it}; lower the learning "
+                f"rate (now {cfg.lr}) or check the images")
 
-    def field(z: torch.Tensor) -> torch.Tensor:
-        """(B, 1, C, h, w) noise -> (B, 2, H, W) displacements."""
-        return batched(tuple(plist), buffers, z)[:, 0]
+    opt = make_optimizer(list(field.stacked), cfg, dev)
+    fit = run([Stage(terms, opt, cfg.iterations)], members=n, total=cfg.iterations, patience=cfg.patience,
+              min_delta=cfg.min_delta, nonfinite=nonfinite, progress=progress,
+              desc=f"dipreg batch x{n} [{cfg.preset}, {dev.type}]")
 
-    def noise() -> torch.Tensor:
-        return torch.stack([base.noise(g, dev) for g in gens])
-
-    opt = make_optimizer(plist, cfg, dev)
-    z_fixed = noise() if cfg.noise == "fixed" else None
-    histories: list[list[float]] = [[] for _ in range(n)]
-    plateaus = [Plateau(cfg.patience, cfg.min_delta) for _ in range(n)]
-    active = [True] * n
-    bar = progress_bar(cfg.iterations, progress, f"dipreg batch x{n} [{cfg.preset}, {dev.type}]")
-    try:
-        for it in range(cfg.iterations):
-            if not any(active):
-                break
-            u = field(z_fixed if z_fixed is not None else noise())
-            warped_t = warp_tensor(m_t, u)
-            losses = []
-            for i in range(n):  # per pair, exactly as register computes it
-                loss = loss_fn(warped_t[i:i + 1], f_t[i:i + 1])
-                if cfg.fold_penalty:
-                    loss = loss + cfg.fold_penalty * fold_penalty(u[i:i + 1])
-                losses.append(loss)
-            stacked = torch.stack(losses)
-            values = stacked.detach().cpu().tolist()  # one device sync per step for all pairs
-            for i, value in enumerate(values):
-                if not math.isfinite(value):
-                    raise RegistrationError(
-                        f"pairs[{i}] (seed {seeds[i]}): the loss became {value} at iteration {it}; lower the "
-                        f"learning rate (now {cfg.lr}) or check the images", histories[i])
-            opt.zero_grad(set_to_none=True)
-            sum(loss for loss, on in zip(losses, active, strict=True) if on).backward()
-            frozen = torch.tensor([not on for on in active], device=dev)
-            kept = [p.detach()[frozen].clone() for p in plist] if frozen.any() else None
-            opt.step()
-            if kept is not None:  # Adam's momentum would still move a converged pair: put its weights back
-                with torch.no_grad():
-                    for p, k in zip(plist, kept, strict=True):
-                        p[frozen] = k
-            for i, value in enumerate(values):
-                if active[i]:
-                    histories[i].append(value)
-                    active[i] = not plateaus[i].update(value)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{sum(values) / n:.4f}", refresh=False)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    with torch.no_grad():
-        if z_fixed is not None:
-            u = field(z_fixed)
-        else:
-            u = sum(field(noise()) for _ in range(cfg.readout_draws)) / cfg.readout_draws
-    disps = u.double().cpu().numpy()
+    u = noise.readout(field)
     batch_seconds = time.perf_counter() - start
     results = []
-    for i, ((mov, fix), disp) in enumerate(zip(data, disps, strict=True)):
-        if not np.all(np.isfinite(disp)):
-            raise RegistrationError(f"pairs[{i}]: the final displacement contains NaN or inf", histories[i])
-        check = quality_check(m_t[i:i + 1], f_t[i:i + 1], u[i:i + 1], loss_fn)
-        if check["warning"]:
-            warnings.warn(f"pairs[{i}]: {check['warning']}", RegistrationWarning, stacklevel=2)
+    for i, (mov, fix) in enumerate(data):
+        disp, check = checked(m_t[i:i + 1], f_t[i:i + 1], u[i:i + 1], loss_fn, fit.histories[i],
+                              label=f"pairs[{i}]: ")
         results.append(RegistrationResult(
-            warped=warp(mov, disp), displacement=disp, history=histories[i], config=cfg,
+            warped=warp(mov, disp), displacement=disp, history=fit.histories[i], config=cfg,
             seconds=batch_seconds / n, moving=mov, fixed=fix, method="dip", device=str(dev),
-            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(histories[i]),
-                  "stopped": "iterations" if active[i] else "converged", "seed": seeds[i], "batch_size": n,
+            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(fit.histories[i]),
+                  "stopped": fit.reason(i), "seed": seeds[i], "batch_size": n,
                   "batch_index": i, "batch_seconds": batch_seconds, **check,
                   **({} if thetas[i] is None else {"affine": thetas[i][0].tolist()})}))
     return results

@@ -1,6 +1,7 @@
 """Deep-image-prior registration: optimise a random CNN's weights so that its output, read as a displacement,
 warps the moving image onto the fixed one (paper eq. 2 with ``config="paper"``; the default presets add the
-parts listed by :func:`dipreg.presets.differences`).
+parts listed by :func:`dipreg.presets.differences`). The field is a :class:`DIPField`; the loop, shared with
+the other methods, is :func:`dipreg.engine.run`.
 
 Book: chapter "Registration with a deep image prior" (``book/07_dip_registration.ipynb``).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,25 +22,30 @@ import torch.nn.functional as F
 from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
 from dipreg.affine import affine_displacement, compose_affine, fit_affine, linear_part
 from dipreg.config import RegistrationConfig
+from dipreg.engine import (
+    Noise,
+    Plateau,
+    RegistrationError,
+    RegistrationWarning,
+    Stage,
+    Terms,
+    checked,
+    progress_bar,
+    quality_check,
+    run,
+)
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.intensity import prepare_pair
 from dipreg.losses import fold_penalty, get_loss
-from dipreg.metrics import ssim
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
 
-
-class RegistrationError(RuntimeError):
-    """The optimisation broke down (e.g. the loss became NaN). ``history`` holds the losses so far."""
-
-    def __init__(self, message: str, history: list[float]):
-        super().__init__(message)
-        self.history = history
-
-
-class RegistrationWarning(UserWarning):
-    """A registration ended worse than the unregistered pair; ``result.info["warning"]`` says how."""
+# The loop, its early stopping, progress bar, errors and quality check live in dipreg.engine; the DIP method's
+# public names are kept here, where the book and the user look for them.
+__all__ = ["DIPField", "Plateau", "RegistrationError", "RegistrationInterrupted", "RegistrationWarning", "Step",
+           "compiled_objective", "make_field", "make_optimizer", "objective", "optimiser_images", "progress_bar",
+           "quality_check", "register", "resolve_config", "resolve_device"]
 
 
 class RegistrationInterrupted(KeyboardInterrupt):
@@ -227,51 +232,6 @@ def optimiser_images(moving: np.ndarray, fixed: np.ndarray, cfg: RegistrationCon
             torch.as_tensor(f, dtype=torch.float32, device=device))
 
 
-def quality_check(moving: torch.Tensor, fixed: torch.Tensor, u: torch.Tensor,
-                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, Any]:
-    """Is the registration better than none? The data term and SSIM of the optimiser's images (1, 1, H, W)
-    at the identity and after the displacement ``u`` (1, 2, H, W), pixels.
-
-    Returns ``loss_identity``, ``loss_final``, ``ssim_identity``, ``ssim_final`` and ``warning``: ``None``, or
-    what got worse (the data term up by more than 1 % and 0.001, or SSIM down by more than 0.01) and what to
-    check.
-    """
-    with torch.no_grad():
-        warped = warp_tensor(moving, u)
-        loss_id, loss_fin = float(loss_fn(moving, fixed)), float(loss_fn(warped, fixed))
-    m, f, w = (t[0, 0].double().cpu().numpy() for t in (moving, fixed, warped))
-    data_range = max(float(max(m.max(), f.max()) - min(m.min(), f.min())), 1e-12)
-    ssim_id, ssim_fin = ssim(m, f, data_range=data_range), ssim(w, f, data_range=data_range)
-    worse = []
-    if loss_fin > loss_id + max(0.01 * abs(loss_id), 1e-3):
-        worse.append(f"the data term rose from {loss_id:.4g} (no registration) to {loss_fin:.4g}")
-    if ssim_fin < ssim_id - 0.01:
-        worse.append(f"SSIM fell from {ssim_id:.3f} (no registration) to {ssim_fin:.3f}")
-    warning = None if not worse else (
-        "the registration made the pair less alike: " + "; ".join(worse) + ". Check that both images show the "
-        "same contrast (between contrasts use loss='lncc'), that one image does not hold outliers or padding that "
-        "set its intensity scale (intensity_clip), or lower the learning rate")
-    return {"loss_identity": loss_id, "loss_final": loss_fin, "ssim_identity": ssim_id, "ssim_final": ssim_fin,
-            "warning": warning}
-
-
-class Plateau:
-    """Early stopping on the training loss: :meth:`update` says stop once the best loss so far has not improved
-    by more than ``min_delta`` for ``patience`` steps in a row (``patience=0``: never)."""
-
-    def __init__(self, patience: int, min_delta: float):
-        self.patience, self.min_delta = patience, min_delta
-        self.best, self.since_best = math.inf, 0
-
-    def update(self, value: float) -> bool:
-        """Record one step's loss; True when the run should stop."""
-        if value < self.best - self.min_delta:
-            self.best, self.since_best = value, 0
-            return False
-        self.since_best += 1
-        return bool(self.patience) and self.since_best >= self.patience
-
-
 def make_optimizer(params: Iterable[torch.Tensor], cfg: RegistrationConfig,
                    device: torch.device) -> torch.optim.Optimizer:
     """The optimiser ``cfg.optimizer`` at ``cfg.lr`` over ``params`` (leaf tensors that require grad).
@@ -306,15 +266,6 @@ def compiled_objective() -> Callable:
     """:func:`objective` through ``torch.compile``, built once per process, so every later registration
     with the same architecture and image size reuses the compiled kernels."""
     return torch.compile(objective)
-
-
-def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar over ``total`` steps labelled ``desc``, or ``None`` when not ``enabled``."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
 
 
 def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig | str | None = None,
@@ -373,66 +324,41 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
         model.set_prealign(theta)
     step_fn = compiled_objective() if compile else objective
     opt = make_optimizer(model.parameters(), cfg, dev)
-    z_fixed = model.noise(gen, dev) if cfg.noise == "fixed" else None
+    noise = Noise(lambda: model.noise(gen, dev), cfg.noise == "fixed", cfg.readout_draws)
 
-    history: list[float] = []
-    plateau, stopped = Plateau(cfg.patience, cfg.min_delta), "iterations"
-    bar = progress_bar(cfg.iterations, progress, f"dipreg [{cfg.preset}, {dev.type}]")
-    try:
-        for it in range(cfg.iterations):
-            z = z_fixed if z_fixed is not None else model.noise(gen, dev)
-            try:
-                loss, u, warped_t = step_fn(model, z, m_t, f_t, loss_fn, cfg.fold_penalty)
-            except Exception as exc:  # torch.compile needs a working C++ compiler (CPU) or Triton (CUDA)
-                if compile and it == 0:
-                    raise RegistrationError(f"torch.compile failed ({type(exc).__name__}: {exc}); run with "
-                                            "compile=False", history) from exc
-                raise
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise RegistrationError(
-                    f"the loss became {value} at iteration {it}; lower the learning rate (now {cfg.lr}) or "
-                    "check the images", history)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            history.append(value)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
-            if callback is not None and callback(Step(it, value, u.detach(), warped_t.detach())):
-                stopped = "callback"
-                break
-            if plateau.update(value):
-                stopped = "converged"
-                break
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-    finally:
-        if bar is not None:
-            bar.close()
+    def terms(it: int) -> Terms:
+        z = noise()
+        try:
+            loss, u, warped_t = step_fn(model, z, m_t, f_t, loss_fn, cfg.fold_penalty)
+        except Exception as exc:  # torch.compile needs a working C++ compiler (CPU) or Triton (CUDA)
+            if compile and it == 0:
+                raise RegistrationError(f"torch.compile failed ({type(exc).__name__}: {exc}); run with "
+                                        "compile=False", []) from exc
+            raise
+        return Terms([loss], u, warped_t)
+
+    def step(it: int, t: Terms, values: list[float]) -> bool | None:
+        return callback(Step(it, values[0], t.output.detach(), t.warped.detach()))
+
+    fit = run([Stage(terms, opt, cfg.iterations)], total=cfg.iterations, patience=cfg.patience,
+              min_delta=cfg.min_delta, callback=None if callback is None else step,
+              nonfinite=lambda it, _, value: (f"the loss became {value} at iteration {it}; lower the learning "
+                                              f"rate (now {cfg.lr}) or check the images"),
+              progress=progress, desc=f"dipreg [{cfg.preset}, {dev.type}]", interruptible=True)
+    history = fit.histories[0]
 
     def readout() -> RegistrationResult:
-        with torch.no_grad():
-            if z_fixed is not None:
-                u = model(z_fixed)
-            else:
-                u = sum(model(model.noise(gen, dev)) for _ in range(cfg.readout_draws)) / cfg.readout_draws
-        disp = u[0].double().cpu().numpy()
-        if not np.all(np.isfinite(disp)):
-            raise RegistrationError("the final displacement contains NaN or inf", history)
-        check = quality_check(m_t, f_t, u, loss_fn)
-        if check["warning"]:
-            warnings.warn(check["warning"], RegistrationWarning, stacklevel=3)
+        u = noise.readout(model)
+        disp, check = checked(m_t, f_t, u, loss_fn, history, stacklevel=3)
         return RegistrationResult(
             warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
             seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
-                  "stopped": stopped, "seed": seed, **check,
+                  "stopped": fit.stopped, "seed": seed, **check,
                   **({} if theta is None else {"affine": theta[0].tolist()})},
         )
 
-    if stopped != "interrupted":
+    if fit.stopped != "interrupted":
         return readout()
     try:  # keep what the run reached, then let the interrupt go on
         partial = readout()
