@@ -7,15 +7,15 @@ the displacement ``u`` (pixels, channel 0 rows, channel 1 columns), optimised by
 With ``weight = 0`` the problem is ill-posed and the field folds; :data:`REGULARIZERS` holds the two
 classic hand-made priors, the diffusion (first-derivative) and bending (second-derivative) energies.
 Coarse-to-fine optimisation (``levels``) lets the field move by more than the few pixels the image
-gradient can see at full resolution.
+gradient can see at full resolution. The field is a :class:`dipreg.engine.ParameterField` per level, optimised by
+:func:`dipreg.engine.run` (one stage per level), the loop every method shares.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from numbers import Real
 from typing import Any
@@ -24,18 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import ArrayLike, as_image, same_shape
+from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
+from dipreg.engine import ParameterField, Stage, Terms, checked, mean_loss, run
 from dipreg.intensity import MATCHES, check_clip, prepare_pair
 from dipreg.losses import get_loss
-from dipreg.register import (
-    RegistrationError,
-    RegistrationWarning,
-    Step,
-    check_seed,
-    progress_bar,
-    quality_check,
-    resolve_device,
-)
+from dipreg.register import Step, resolve_device
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, resize_displacement, warp, warp_tensor
 
@@ -232,71 +225,63 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
 
     m_full, f_full = (torch.as_tensor(x, dtype=torch.float32, device=dev)[None, None]
                       for x in prepare_pair(mov, fix, intensity_clip, intensity_match))
-    history: list[float] = []
     data_hist: list[float] = []
     reg_hist: list[float] = []
     level_starts: list[int] = []
-    stopped = "iterations"
-    u_prev: torch.Tensor | None = None
-    bar = progress_bar(sum(its), progress, f"dipreg classical [{regularizer}, {dev.type}]")
-    try:
-        for level, (lvl_shape, n_steps) in enumerate(zip(shapes, its, strict=True)):
-            level_starts.append(len(history))
+    fields: list[ParameterField] = []  # one per level begun
+
+    def stages() -> Iterator[Stage]:
+        """One stage per level, coarse to fine, each starting from the field the previous one reached."""
+        for lvl_shape, n_steps in zip(shapes, its, strict=True):
+            level_starts.append(sum(its[:len(fields)]))  # steps of the levels before
             m_t, f_t = _downsample(m_full, lvl_shape), _downsample(f_full, lvl_shape)
-            if u_prev is None:
+            if not fields:
                 init = torch.zeros((1, 2, *lvl_shape), device=dev)
             else:
-                init = resize_displacement(u_prev, lvl_shape)
-            u = torch.nn.Parameter(init.clone())
+                init = resize_displacement(fields[-1].u.detach(), lvl_shape)
+            field = ParameterField(init)
+            fields.append(field)
             # R in full-resolution units: a derivative of order k scales by spacing ** (1 - k).
             spacing = (shape[0] - 1) / max(lvl_shape[0] - 1, 1)
             reg_scale = spacing ** (2 - 2 * _ORDER[regularizer])
-            opt = torch.optim.Adam([u], lr=lr)
-            for _ in range(n_steps):
+
+            def terms(it: int, field: ParameterField = field, m_t: torch.Tensor = m_t, f_t: torch.Tensor = f_t,
+                      reg_scale: float = reg_scale) -> Terms:
+                u = field()
                 warped_t = warp_tensor(m_t, u)
                 data = loss_fn(warped_t, f_t)
                 reg = reg_fn(u) * reg_scale
-                total = data + weight * reg
-                value = float(total.detach())
-                if not math.isfinite(value):
-                    raise RegistrationError(
-                        f"the objective became {value} at step {len(history)} (level {level + 1} of {levels}); "
-                        f"lower the learning rate (now {lr}) or the weight (now {weight})", history)
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
-                history.append(value)
-                data_hist.append(float(data.detach()))
-                reg_hist.append(float(reg.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(level=level + 1, loss=f"{value:.4f}", refresh=False)
-                if callback is not None:
-                    with torch.no_grad():
-                        u_full = u.detach() if lvl_shape == shape else resize_displacement(u.detach(), shape)
-                        w_full = warp_tensor(m_full, u_full)
-                    if callback(Step(len(history) - 1, value, u_full, w_full)):
-                        stopped = "callback"
-                        break
-            u_prev = u.detach()
-            if stopped == "callback":
-                break
-    finally:
-        if bar is not None:
-            bar.close()
+                return Terms([data + weight * reg], u, warped_t, {"data": data, "reg": reg})
+
+            yield Stage(terms, torch.optim.Adam(field.parameters(), lr=lr), n_steps)
+
+    def step(it: int, t: Terms, values: list[float]) -> bool | None:
+        data_hist.append(float(t.parts["data"].detach()))
+        reg_hist.append(float(t.parts["reg"].detach()))
+        if callback is None:
+            return None
+        with torch.no_grad():
+            u = t.output.detach()
+            u_full = u if tuple(u.shape[-2:]) == shape else resize_displacement(u, shape)
+            w_full = warp_tensor(m_full, u_full)
+        return callback(Step(it, values[0], u_full, w_full))
+
+    def nonfinite(it: int, _: int, value: float) -> str:
+        return (f"the objective became {value} at step {it} (level {len(fields)} of {levels}); lower the learning "
+                f"rate (now {lr}) or the weight (now {weight})")
+
+    fit = run(stages(), total=sum(its), callback=step, nonfinite=nonfinite, progress=progress,
+              desc=f"dipreg classical [{regularizer}, {dev.type}]",
+              postfix=lambda values: {"level": len(fields), **mean_loss(values)})
+    history = fit.histories[0]
 
     with torch.no_grad():
-        u_final = u_prev if tuple(u_prev.shape[-2:]) == shape else resize_displacement(u_prev, shape)
-    disp = u_final[0].double().cpu().numpy()
-    if not np.all(np.isfinite(disp)):
-        raise RegistrationError("the final displacement contains NaN or inf", history)
-    check = quality_check(m_full, f_full, u_final, loss_fn)
-    if check["warning"]:
-        warnings.warn(check["warning"], RegistrationWarning, stacklevel=2)
+        u_last = fields[-1].u.detach()
+        u_final = u_last if tuple(u_last.shape[-2:]) == shape else resize_displacement(u_last, shape)
+    disp, check = checked(m_full, f_full, u_final, loss_fn, history)
     info = {"weight": float(weight), "regularizer": regularizer, "iterations": len(history), "levels": levels,
             "level_shapes": shapes, "level_starts": level_starts, "data_history": data_hist,
-            "reg_history": reg_hist, "stopped": stopped, "seed": seed, **check}
+            "reg_history": reg_hist, "stopped": fit.stopped, "seed": seed, **check}
     return RegistrationResult(warped=warp(mov, disp), displacement=disp, history=history, config=config,
                               seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="classical",
                               device=str(dev), info=info)
-
