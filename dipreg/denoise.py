@@ -6,7 +6,8 @@ A randomly initialised :class:`~dipreg.generator.SkipGenerator` maps one *fixed*
 to an image, and its weights are fitted to a noisy image by gradient descent on the squared error.
 The network reproduces the image's structure long before it reproduces the noise, so the PSNR
 against the *clean* image first rises and then falls: stopping early is the regulariser.
-:func:`dip_denoise` runs that experiment and records the whole PSNR curve and a few snapshots.
+:func:`dip_denoise` runs that experiment (through :func:`dipreg.engine.run`, the loop of the registration
+methods) and records the whole PSNR curve and a few snapshots.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from dipreg._validate import ArrayLike, as_image, same_shape
+from dipreg.engine import Stage, Terms, run
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.register import resolve_device
 
@@ -114,6 +116,9 @@ def dip_denoise(clean: ArrayLike, noisy: ArrayLike, iterations: int = 1000, *, s
 
     Returns:
         A :class:`DenoiseResult` with the PSNR curve, the loss curve and the snapshots.
+
+    Raises:
+        dipreg.engine.RegistrationError: the loss became NaN or inf (the loop is :func:`dipreg.engine.run`).
     """
     x_clean = as_image(clean, "clean", allow_constant=True)
     x_noisy = as_image(noisy, "noisy", allow_constant=True)
@@ -138,44 +143,37 @@ def dip_denoise(clean: ArrayLike, noisy: ArrayLike, iterations: int = 1000, *, s
     z = torch.rand(shape, generator=gen, device=dev) * 0.1
     target = torch.as_tensor(x_noisy, dtype=torch.float32, device=dev)[None, None]
     reference = torch.as_tensor(x_clean, dtype=torch.float32, device=dev)[None, None]
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
     keep = set(snapshots)
-
-    psnrs = np.empty(iterations)
-    losses = np.empty(iterations)
+    psnrs: list[float] = []
     shots: dict[int, np.ndarray] = {}
-    best_value, best_it, best_out = -np.inf, 1, None
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    best_value, best_it, best_out, out = -np.inf, 1, None, None
 
-        bar = tqdm(total=iterations, desc="DIP denoising", leave=False)
-    try:
-        for it in range(1, iterations + 1):
-            inp = z if input_jitter == 0 else z + input_jitter * torch.randn(shape, generator=gen, device=dev)
-            out = torch.sigmoid(net(inp))
-            loss = (out - target).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                mse = float((out - reference).pow(2).mean())
-            psnrs[it - 1] = 10.0 * np.log10(1.0 / max(mse, 1e-12))
-            losses[it - 1] = float(loss.detach())
-            if psnrs[it - 1] > best_value:
-                best_value, best_it = psnrs[it - 1], it
-                best_out = out.detach()
-            if it in keep:
-                shots[it] = out.detach()[0, 0].double().cpu().numpy()
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    def terms(it: int) -> Terms:
+        inp = z if input_jitter == 0 else z + input_jitter * torch.randn(shape, generator=gen, device=dev)
+        image = torch.sigmoid(net(inp))
+        return Terms([(image - target).pow(2).mean()], image)
 
+    def record(step: int, t: Terms, values: list[float]) -> None:
+        """Measure iteration ``step + 1``'s output against the clean image; keep the best and the snapshots."""
+        nonlocal best_value, best_it, best_out, out
+        it, out = step + 1, t.output.detach()
+        with torch.no_grad():
+            mse = float((t.output - reference).pow(2).mean())
+        psnrs.append(10.0 * np.log10(1.0 / max(mse, 1e-12)))
+        if psnrs[-1] > best_value:
+            best_value, best_it, best_out = psnrs[-1], it, out
+        if it in keep:
+            shots[it] = out[0, 0].double().cpu().numpy()
+
+    fit = run([Stage(terms, torch.optim.Adam(net.parameters(), lr=lr), iterations)], total=iterations,
+              callback=record, progress=progress, desc="DIP denoising", postfix=None,
+              nonfinite=lambda step, _, value: (f"the loss became {value} at iteration {step + 1}; lower the "
+                                                f"learning rate (now {lr})"))
+    losses = np.asarray(fit.histories[0], dtype=float)
     return DenoiseResult(
-        psnr=psnrs, loss=losses, psnr_noisy=psnr(x_noisy, x_clean), snapshots=shots, best_iteration=best_it,
-        best=best_out[0, 0].double().cpu().numpy(), final=out.detach()[0, 0].double().cpu().numpy(),
+        psnr=np.asarray(psnrs, dtype=float), loss=losses, psnr_noisy=psnr(x_noisy, x_clean), snapshots=shots,
+        best_iteration=best_it,
+        best=best_out[0, 0].double().cpu().numpy(), final=out[0, 0].double().cpu().numpy(),
         seconds=time.perf_counter() - start, device=str(dev),
         parameters=sum(p.numel() for p in net.parameters()),
         info={"seed": seed, "lr": lr, "input_jitter": input_jitter, "init_std": init_std, "down": tuple(down)},
