@@ -313,6 +313,9 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     dev = resolve_device(device)
     cfg = resolve_config(config, dev, overrides)
     seed = check_seed(seed)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a function called with a Step after every iteration (or None), got "
+                        f"{callback!r}")
     start = time.perf_counter()
 
     m_t, f_t = (t[None, None] for t in optimiser_images(mov, fix, cfg, dev))

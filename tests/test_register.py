@@ -76,6 +76,14 @@ def test_callback_sees_steps_and_can_stop():
     assert seen[0].displacement.shape == (1, 2, 64, 64)
 
 
+
+def test_a_callback_that_is_not_callable_is_refused_before_the_run(monkeypatch):
+    m, f, _ = blob_pair()
+    monkeypatch.setattr(sys.modules["dipreg.register"], "make_field", lambda *a, **k: pytest.fail("the run started"))
+    with pytest.raises(TypeError, match="callback: expected a function"):
+        dipreg.register(m, f, progress=False, callback=5, **TINY)
+
+
 def test_early_stopping():
     m, f, _ = blob_pair()
     res = dipreg.register(m, f, progress=False, patience=2, min_delta=10.0, **{**TINY, "iterations": 50})
