@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from dipreg.transform import ALIGN_CORNERS, warp_tensor
+from dipreg.transform import ALIGN_CORNERS, identity_grid, normalized_to_pixel, warp_tensor
 
 LEVELS: tuple[tuple[int, int], ...] = ((4, 200), (2, 100), (1, 50))
 """(downsampling factor, at most this many Adam steps) per level, coarse to fine."""
@@ -36,13 +36,9 @@ def identity_theta(n: int = 1, *, device: torch.device | str | None = None) -> t
 def affine_displacement(theta: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """The pull-back pixel displacement (N, 2, H, W) of the affine maps ``theta`` (N, 2, 3), normalised units,
     on images of ``shape`` (H, W) pixels."""
-    h, w = shape
-    grid = F.affine_grid(theta, [theta.shape[0], 1, h, w], align_corners=ALIGN_CORNERS)  # (N, H, W, 2), [x, y]
-    rows = (grid[..., 1] + 1.0) * (h - 1) / 2.0
-    cols = (grid[..., 0] + 1.0) * (w - 1) / 2.0
-    r0 = torch.arange(h, device=theta.device, dtype=theta.dtype).view(1, h, 1)
-    c0 = torch.arange(w, device=theta.device, dtype=theta.dtype).view(1, 1, w)
-    return torch.stack((rows - r0, cols - c0), dim=1)
+    grid = F.affine_grid(theta, [theta.shape[0], 1, *shape], align_corners=ALIGN_CORNERS)  # (N, H, W, 2), [x, y]
+    return normalized_to_pixel(grid, shape).movedim(0, 1) - identity_grid(shape, device=theta.device,
+                                                                           dtype=theta.dtype)
 
 
 def linear_part(theta: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
