@@ -1,0 +1,167 @@
+"""From the paper's method to the default, one change at a time: a cumulative ladder of configurations.
+
+Book: chapter "Ablations" (``book/10_ablations.ipynb``), section "From the paper's method, one step at a time".
+
+Where :mod:`dipreg.experiments.ablation` removes one step from the default at a time ("what does the default
+lose without it?"), this module starts at the ``paper`` preset and adds the default's departures in a fixed
+order, each rung keeping every change before it ("what does each step add to what came before?"). The values
+come from the target preset itself, so the last rung *is* that preset; a departure that no rung names raises.
+
+:func:`run_steps` runs every rung on every pair (resumable, one JSON line per rung and pair in
+``steps.jsonl`` beside a ``provenance.json``); :func:`summarize_steps` pools the lines per rung.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dipreg.config import RegistrationConfig
+from dipreg.experiments.files import run_lock, say, write_json
+from dipreg.experiments.provenance import PROVENANCE_FILE, git_commit, machine_info, now, read_provenance, versions
+
+STEPS_FILE = "steps.jsonl"
+
+STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("paper", (), "the `paper` preset: eq. 2 with the choices the paper leaves open filled in"),
+    ("control grid", ("down", "up", "grid_scale", "output_scale"),
+     "a smaller network (fewer scales, narrower) on a grid 8x coarser than the image, its output in units of "
+     "8 px, upsampled to a field"),
+    ("velocity", ("integrate",), "the output is a stationary velocity, integrated by scaling and squaring"),
+    ("fixed border", ("boundary",), "the network's field held at zero on the image border"),
+    ("fold barrier", ("fold_penalty",), "a penalty that acts only where det J falls below 0.1"),
+    ("robust intensities", ("intensity_clip", "intensity_match"),
+     "winsorised intensities, the moving image brought to the fixed image's scale"),
+    ("Gaussian readout", ("smooth",), "the network's output low-passed by a fixed Gaussian"),
+    ("early stopping", ("lr", "iterations", "patience", "min_delta"),
+     "a larger learning rate and a stop when the loss no longer falls"),
+    ("affine pre-alignment", ("prealign",), "a global affine map fitted first"),
+)
+"""The rungs, in order: (name, config fields set to the target preset's values, what the step is)."""
+
+_METRIC_KEYS = ("label_dice_before", "label_dice_after", "ssim_before", "ssim_after", "std_log_jac",
+                "folded_fraction", "jac_mean", "jac_min")
+
+
+def step_configs(target: str = "cpu") -> list[tuple[str, RegistrationConfig]]:
+    """The ladder from ``paper`` to preset ``target``: ``[(rung name, config)]``, each config keeping every change of
+    the rungs before it; the last equals ``target`` in every field. Raises a ValueError naming a field in which
+    ``target`` departs from ``paper`` that no rung of :data:`STEPS` sets."""
+    from dipreg.presets import differences, get_preset
+
+    goal = get_preset(target)
+    named = {f for _, fields, _ in STEPS for f in fields}
+    missing = sorted(set(differences(target)) - named)
+    if missing:
+        raise ValueError(f"target {target!r} departs from 'paper' in {missing}, which no rung of "
+                         f"dipreg.experiments.steps.STEPS sets; add a rung for it")
+    cfg = get_preset("paper")
+    ladder = []
+    for name, fields, _ in STEPS:
+        cfg = cfg.replace(**{f: getattr(goal, f) for f in fields})
+        ladder.append((name, cfg))
+    return ladder
+
+
+def _key(step: str, pair_id: str) -> str:
+    return f"{step}\t{pair_id}"
+
+
+def load_steps(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a ``steps.jsonl`` (a file or the folder holding it). A last line cut short by a killed run is
+    skipped; a damaged line elsewhere raises a ValueError naming the file and the line."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / STEPS_FILE
+    if not p.exists():
+        return []
+    lines = p.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i == len(lines):  # cut short by a kill: that row runs again
+                continue
+            raise ValueError(f"{p}: line {i} is not JSON; repair or delete that line (its rung and pair then run "
+                             f"again)") from None
+    return rows
+
+
+def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str = "cpu",
+              steps: Iterable[str] | None = None, seed: int = 0, device: Any = "cpu") -> Path:
+    """Register every pair with every rung of :func:`step_configs` (or only the rungs named in ``steps``, in that
+    order), one JSON line per (rung, pair) appended to ``out_dir/steps.jsonl``; rows already there are kept and
+    not run again. ``pairs``: :class:`dipreg.data.Pair` objects with ``moving_labels``/``fixed_labels`` (label
+    Dice) or without. Returns the path of ``steps.jsonl``."""
+    import dipreg
+
+    ladder = dict(step_configs(target))
+    order = list(ladder) if steps is None else list(steps)
+    unknown = [s for s in order if s not in ladder]
+    if unknown:
+        raise ValueError(f"steps: unknown rung(s) {unknown}; the rungs are {list(ladder)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / STEPS_FILE
+    with run_lock(out):
+        prov_path = out / PROVENANCE_FILE
+        prov = read_provenance(prov_path)
+        runs = prov.get("runs", [])
+        runs.append({"started": now(), "commit": git_commit(), "machine": machine_info(), "versions": versions(),
+                     "steps": order})
+        prov = {"target": target, "seed": seed, "pairs": [p.id for p in pairs],
+                "rungs": {name: {"fields": list(fields), "what": what, "config": ladder[name].to_dict()}
+                          for name, fields, what in STEPS},
+                "runs": runs}
+        write_json(prov_path, prov)
+        done = {_key(r["step"], r["pair"]) for r in load_steps(path)}
+        for step in order:
+            for pair in pairs:
+                if _key(step, pair.id) in done:
+                    continue
+                say(f"{step}: {pair.id}")
+                t0 = time.perf_counter()
+                res = dipreg.register(pair.moving, pair.fixed, config=ladder[step], seed=seed, device=device,
+                                      progress=False)
+                seconds = time.perf_counter() - t0
+                m = res.metrics(moving_labels=pair.moving_labels, fixed_labels=pair.fixed_labels) \
+                    if pair.moving_labels is not None else res.metrics()
+                row = {"step": step, "pair": pair.id, **{k: float(m[k]) for k in _METRIC_KEYS if k in m},
+                       "iterations": int(res.info.get("iterations", len(res.history))), "seconds": seconds,
+                       "commit": runs[-1]["commit"]}
+                with path.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        runs[-1]["finished"] = now()
+        write_json(prov_path, prov)
+    return path
+
+
+def summarize_steps(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per rung of :data:`STEPS` that has rows, in ladder order: ``n`` pairs and the mean of each metric
+    (``<metric>`` keys, NaN when no row has it), ``seconds`` the mean wall time per pair."""
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_step.setdefault(r["step"], []).append(r)
+    out = []
+    for name, _, _ in STEPS:
+        group = by_step.get(name)
+        if not group:
+            continue
+        entry: dict[str, Any] = {"step": name, "n": len(group)}
+        for k in (*_METRIC_KEYS, "iterations", "seconds"):
+            v = [float(r[k]) for r in group if k in r and math.isfinite(float(r[k]))]
+            entry[k] = float(np.mean(v)) if v else math.nan
+        out.append(entry)
+    return out

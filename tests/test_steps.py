@@ -1,0 +1,64 @@
+"""The ladder from the paper's method to the default (dipreg.experiments.steps): configs, resume, summary."""
+
+import json
+
+import pytest
+
+import dipreg.experiments.steps as steps
+from dipreg.config import RegistrationConfig
+from dipreg.data import tissue_pairs
+from dipreg.presets import get_preset
+
+TINY = RegistrationConfig(down=(8, 8), up=(8, 8), skip=2, in_channels=4, readout_draws=1, iterations=2)
+
+
+def test_ladder_starts_at_paper_and_ends_at_the_target():
+    ladder = steps.step_configs("cpu")
+    assert [n for n, _ in ladder] == [s[0] for s in steps.STEPS]
+    assert ladder[0][1] == get_preset("paper")
+    last, cpu = ladder[-1][1].to_dict(), get_preset("cpu").to_dict()
+    last.pop("preset"), cpu.pop("preset")
+    assert last == cpu
+    for (_, a), (name, b) in zip(ladder, ladder[1:], strict=False):
+        assert a != b, f"rung {name!r} changes nothing"
+
+
+def test_a_departure_no_rung_names_is_refused(monkeypatch):
+    monkeypatch.setattr(steps, "STEPS", tuple(s for s in steps.STEPS if s[0] != "velocity"))
+    with pytest.raises(ValueError, match="integrate"):
+        steps.step_configs("cpu")
+
+
+def test_run_resumes_and_summarises(tmp_path, monkeypatch, one_thread):
+    names = [s[0] for s in steps.STEPS]
+    ladder = [(n, TINY.replace(iterations=1 + i % 2)) for i, n in enumerate(names)]
+    monkeypatch.setattr(steps, "step_configs", lambda target="cpu": ladder)
+    pairs = [p.resized(32) for p in tissue_pairs("held-out")[:2]]
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="unknown rung"):
+        steps.run_steps(pairs, out, steps=["paper", "nonsense"])
+    path = steps.run_steps(pairs, out, steps=["fixed border", "paper"])
+    rows = steps.load_steps(out)
+    assert [(r["step"], r["pair"]) for r in rows] == [(s, p.id) for s in ("fixed border", "paper") for p in pairs]
+    assert all(0 <= r["label_dice_after"] <= 1 and r["iterations"] >= 1 for r in rows)
+    # a killed run leaves a last line cut short: it is skipped and that row runs again
+    path.write_text(path.read_text(encoding="utf-8") + '{"step": "velo', encoding="utf-8")
+    assert len(steps.load_steps(out)) == 4
+    path.write_text("\n".join(path.read_text(encoding="utf-8").splitlines()[:4]) + "\n", encoding="utf-8")
+    steps.run_steps(pairs, out)  # everything: only the missing rows run
+    rows = steps.load_steps(path)
+    assert len(rows) == len(names) * len(pairs)
+    assert len({(r["step"], r["pair"]) for r in rows}) == len(rows)
+    prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    assert len(prov["runs"]) == 2 and prov["pairs"] == [p.id for p in pairs] and "finished" in prov["runs"][-1]
+    summary = steps.summarize_steps(rows)
+    assert [s["step"] for s in summary] == names and all(s["n"] == 2 for s in summary)
+    dice = [r["label_dice_after"] for r in rows if r["step"] == "paper"]
+    assert summary[0]["label_dice_after"] == pytest.approx(sum(dice) / 2)
+
+
+def test_a_damaged_line_inside_the_file_names_it(tmp_path):
+    p = tmp_path / steps.STEPS_FILE
+    p.write_text('{"step": "paper", "pair": "a"}\nnot json\n{"step": "paper", "pair": "b"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2"):
+        steps.load_steps(tmp_path)
