@@ -8,7 +8,8 @@ order, each rung keeping every change before it ("what does each step add to wha
 come from the target preset itself, so the last rung *is* that preset; a departure that no rung names raises.
 
 :func:`run_steps` runs every rung on every pair (resumable, one JSON line per rung and pair in
-``steps.jsonl`` beside a ``provenance.json``); :func:`summarize_steps` pools the lines per rung.
+``steps.jsonl`` beside a ``provenance.json``, and the warped image and det J of the first pair per rung in
+``figure.npz``); :func:`summarize_steps` pools the lines per rung, :func:`load_figure` reads the pictures.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from typing import Any
 import numpy as np
 
 from dipreg.config import RegistrationConfig
-from dipreg.experiments.files import run_lock, say, write_json
+from dipreg.experiments.files import atomic_write, run_lock, say, write_json
 from dipreg.experiments.provenance import PROVENANCE_FILE, git_commit, machine_info, now, read_provenance, versions
 
 STEPS_FILE = "steps.jsonl"
+FIGURE_FILE = "figure.npz"
+FIGURE_SIZE = 128
+"""Pixels a side of the pictures kept for the figure pair (block averages of the 256 px images)."""
 
 STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("paper", (), "the `paper` preset: eq. 2 with the choices the paper leaves open filled in"),
@@ -97,12 +101,33 @@ def load_steps(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def load_figure(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The pictures of the figure pair in ``figure.npz`` (a file or the folder holding it): ``"moving"``,
+    ``"fixed"``, and per rung ``"<rung>/warped"`` and ``"<rung>/detj"`` (float32, :data:`FIGURE_SIZE` a side);
+    ``{}`` when there is no file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / FIGURE_FILE
+    if not p.exists():
+        return {}
+    with np.load(p, allow_pickle=False) as npz:
+        return {k: npz[k].astype(np.float32) for k in npz.files}
+
+
+def _small(image: np.ndarray) -> np.ndarray:
+    """Block average down to at most :data:`FIGURE_SIZE` pixels a side (a whole factor), as float16."""
+    f = max(1, max(image.shape) // FIGURE_SIZE)
+    h, w = (image.shape[0] // f) * f, (image.shape[1] // f) * f
+    return image[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3)).astype(np.float16)
+
+
 def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str = "cpu",
               steps: Iterable[str] | None = None, seed: int = 0, device: Any = "cpu") -> Path:
     """Register every pair with every rung of :func:`step_configs` (or only the rungs named in ``steps``, in that
     order), one JSON line per (rung, pair) appended to ``out_dir/steps.jsonl``; rows already there are kept and
-    not run again. ``pairs``: :class:`dipreg.data.Pair` objects with ``moving_labels``/``fixed_labels`` (label
-    Dice) or without. Returns the path of ``steps.jsonl``."""
+    not run again. For the first pair, each rung's warped image and det J also go to ``out_dir/figure.npz``.
+    ``pairs``: :class:`dipreg.data.Pair` objects with ``moving_labels``/``fixed_labels`` (label Dice) or without.
+    Returns the path of ``steps.jsonl``."""
     import dipreg
 
     ladder = dict(step_configs(target))
@@ -125,6 +150,9 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
                 "runs": runs}
         write_json(prov_path, prov)
         done = {_key(r["step"], r["pair"]) for r in load_steps(path)}
+        figure = load_figure(out)
+        if pairs and not figure:
+            figure = {"moving": pairs[0].moving, "fixed": pairs[0].fixed}
         for step in order:
             for pair in pairs:
                 if _key(step, pair.id) in done:
@@ -143,6 +171,13 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
+                if pair is pairs[0]:
+                    from dipreg.metrics import jacobian_determinant
+
+                    figure[f"{step}/warped"] = res.warped
+                    figure[f"{step}/detj"] = jacobian_determinant(res.displacement)
+                    with atomic_write(out / FIGURE_FILE, "wb") as fh:
+                        np.savez_compressed(fh, **{k: _small(np.asarray(v)) for k, v in figure.items()})
         runs[-1]["finished"] = now()
         write_json(prov_path, prov)
     return path
