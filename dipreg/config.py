@@ -49,6 +49,9 @@ class RegistrationConfig:
             volume changes; the network is still the only learned part.
         fold_penalty: weight of :func:`dipreg.losses.fold_penalty` (mean of relu(0.1 - det J)) added to the
             loss; 0 = the paper's pure data term. A barrier against folding, not a smoothness prior.
+        volume_penalty: weight of :func:`dipreg.losses.log_jacobian_variance` (the variance over the image of
+            log det J) added to the loss; 0 = none, the paper. An explicit regulariser of local volume change:
+            with it the method is a hybrid of the network prior and a hand-made term (book chapter 7).
     Optimisation:
         loss: ``"mae"`` (the paper), ``"mse"`` or ``"lncc"``. MAE and MSE assume both images show the same
             contrast; between contrasts (e.g. T1 before and after contrast agent) use ``"lncc"``: with MAE the
@@ -89,6 +92,7 @@ class RegistrationConfig:
     integrate: int = 0
     smooth: float = 0.0
     fold_penalty: float = 0.0
+    volume_penalty: float = 0.0
     boundary: str = "free"
     loss: str = "mae"
     optimizer: str = "adam"
@@ -228,7 +232,7 @@ def _is_real(v: Any) -> bool:
 _INTS = {"skip": 0, "in_channels": 1, "grid_scale": 1, "integrate": 0, "iterations": 1, "patience": 0,
          "readout_draws": 1}
 _FLOATS = {"noise_std": (0.0, True), "output_scale": (0.0, False), "smooth": (0.0, True),
-           "fold_penalty": (0.0, True), "lr": (0.0, False), "min_delta": (0.0, True)}
+           "fold_penalty": (0.0, True), "volume_penalty": (0.0, True), "lr": (0.0, False), "min_delta": (0.0, True)}
 
 
 def _check(c: RegistrationConfig) -> None:

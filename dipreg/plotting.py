@@ -143,3 +143,19 @@ def plot_result(result: ShownResult, *, step: int = 8, title: str | None = None,
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_ladder(figure: dict[str, np.ndarray], rungs: Sequence[str], *, size: float = 1.9) -> Figure:
+    """One column per rung of :mod:`dipreg.experiments.steps` found in ``figure`` (what
+    :func:`~dipreg.experiments.steps.load_figure` returns), the fixed image first: warped image on top, det J
+    below (:func:`show_detj`: red expansion, blue compression, folds in :data:`FOLD_COLOUR`); returns the figure."""
+    shown = [r for r in rungs if f"{r}/warped" in figure]
+    fig, axes = plt.subplots(2, len(shown) + 1, figsize=(size * (len(shown) + 1), 2 * size + 0.4), squeeze=False)
+    show_images([figure["fixed"]], ["fixed"], axes=[axes[0, 0]])
+    show_images([figure["moving"]], ["moving"], axes=[axes[1, 0]])
+    for i, rung in enumerate(shown, 1):
+        show_images([np.clip(figure[f"{rung}/warped"], 0, 1)], [rung], axes=[axes[0, i]])
+        show_detj(axes[1, i], figure[f"{rung}/detj"])
+        axes[1, i].set_axis_off()
+    fig.tight_layout()
+    return fig

@@ -3,12 +3,12 @@
 * ``paper``: the paper's method as far as it is known (Laves et al. 2019 and the DIP reference code it
   builds on). The paper leaves widths, learning rate, iterations, units and readout unstated; the notes
   say what we chose. On inter-patient brain pairs it matches well but folds (book chapter 9).
-* ``cpu``: the default on a CPU, a hybrid built on the paper's method: a global affine pre-alignment, then
-  the same generator family on a control grid 8x coarser than the image, its output smoothed by a fixed
-  Gaussian (a readout, not a learned part), integrated as a stationary velocity by scaling and squaring, held
-  at the image border, with a barrier that stops the rare pixel that would still fold, robust intensity
-  handling (winsorised at the foreground's 0.5 and 99.5 % quantiles, the moving image brought to the fixed
-  one's intensity scale) and early stopping. :func:`differences` lists every departure from ``paper``;
+* ``cpu``: the default on a CPU, a hybrid of the paper's method and one explicit regulariser: a global affine
+  pre-alignment, then the same generator family on a control grid 8x coarser than the image, integrated as a
+  stationary velocity by scaling and squaring, held at the image border, with a barrier that stops the rare
+  pixel that would still fold and a penalty on the variance of log det J (the explicit term), robust
+  intensity handling (winsorised at the foreground's 0.5 and 99.5 % quantiles, the moving image brought to the
+  fixed one's intensity scale) and early stopping. :func:`differences` lists every departure from ``paper``;
   BENCHMARKS.md has the measurements behind each value and which pairs chose them.
 * ``gpu``: the ``cpu`` method at the paper's width (128 channels, 5 scales) on a 4x coarser grid, the
   default on CUDA (not yet measured on a GPU).
@@ -53,9 +53,14 @@ _CPU_NOTES = {
     "grid_scale": "8: a 32 x 32 control grid at 256 px; cost /64 and no pixel-level noise in the field",
     "output_scale": "8 pixels per unit, so Adam's first steps move the field at a useful speed",
     "integrate": "7 scaling-and-squaring steps: the output is a velocity, so the field stays invertible",
-    "smooth": "6 px Gaussian readout: on the development pairs 4 / 6 / 8 px gave tissue Dice 0.663 / 0.651 / 0.626 "
-              "at SD log det J 0.30 / 0.27 / 0.21 (intensity_match none); none at all: LGG SSIM 0.713 at SD log "
-              "det J 1.0 (the previous default)",
+    "smooth": "0: no Gaussian readout once volume_penalty is on; with the penalty, 0 / 3 / 6 px gave development "
+              "tissue Dice 0.665 / 0.667 / 0.650 at SD log det J 0.113 / 0.113 / 0.101, LGG development SSIM "
+              "0.684 / 0.676 / 0.674, known-field error (worst case) 0.145 / 0.189 px (BENCHMARKS.md, session 7); "
+              "without the penalty 6 px was the default",
+    "volume_penalty": "0.1 x the variance of log det J, an explicit regulariser (the default is a hybrid): on the "
+                      "development pairs 0 / 0.1 / 0.3 / 1 (smooth 6) gave tissue Dice 0.659 / 0.650 / 0.636 / "
+                      "0.628 at SD log det J 0.259 / 0.101 / 0.062 / 0.034, LGG SSIM 0.676 / 0.674 / - / 0.640 at "
+                      "SD log det J 0.70 / 0.22 / - / 0.05 (BENCHMARKS.md, session 7)",
     "boundary": "fixed: the network's field vanishes at the image border (its mean det J stays 1; the affine stage "
                 "changes size and position)",
     "fold_penalty": "10 x mean relu(0.1 - det J): a barrier that only acts where a pixel would fold",
@@ -77,7 +82,7 @@ PRESETS: dict[str, RegistrationConfig] = {
                                 notes=_PAPER_NOTES),
     "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64, 128), up=(16, 32, 64, 128), prealign="affine",
                               grid_scale=8,
-                              output_scale=8.0, integrate=7, smooth=6.0, boundary="fixed", fold_penalty=10.0,
+                              output_scale=8.0, integrate=7, boundary="fixed", fold_penalty=10.0, volume_penalty=0.1,
                               lr=3e-3, iterations=800, patience=40, min_delta=1e-4, intensity_clip=0.005,
                               intensity_match="linear", notes=_CPU_NOTES),
 }

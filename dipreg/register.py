@@ -36,7 +36,7 @@ from dipreg.engine import (
 )
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.intensity import prepare_pair
-from dipreg.losses import fold_penalty, get_loss
+from dipreg.losses import fold_penalty, get_loss, log_jacobian_variance
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
@@ -246,9 +246,10 @@ def make_optimizer(params: Iterable[torch.Tensor], cfg: RegistrationConfig,
 
 def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor,
               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-              fold_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One iteration's loss, displacement and warped image (paper eq. 2, plus the fold barrier of presets that
-    have one).
+              fold_weight: float, volume_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One iteration's loss, displacement and warped image (paper eq. 2, plus the fold barrier and the volume
+    regulariser of presets that have them: ``fold_weight`` and ``volume_weight`` times
+    :func:`~dipreg.losses.fold_penalty` and :func:`~dipreg.losses.log_jacobian_variance` of u).
 
     ``z``: (1, C, h, w) noise; ``moving``, ``fixed``: (1, 1, H, W) images as the optimiser sees them.
     Returns the scalar loss, the displacement (1, 2, H, W) in pixels and ``warp_tensor(moving, u)``.
@@ -258,6 +259,8 @@ def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: tor
     loss = loss_fn(warped, fixed)
     if fold_weight:
         loss = loss + fold_weight * fold_penalty(u)
+    if volume_weight:
+        loss = loss + volume_weight * log_jacobian_variance(u)
     return loss, u, warped
 
 
@@ -332,7 +335,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     def terms(it: int) -> Terms:
         z = noise()
         try:
-            loss, u, warped_t = step_fn(model, z, m_t, f_t, loss_fn, cfg.fold_penalty)
+            loss, u, warped_t = step_fn(model, z, m_t, f_t, loss_fn, cfg.fold_penalty, cfg.volume_penalty)
         except Exception as exc:  # torch.compile needs a working C++ compiler (CPU) or Triton (CUDA)
             if compile and it == 0:
                 raise RegistrationError(f"torch.compile failed ({type(exc).__name__}: {exc}); run with "

@@ -46,7 +46,7 @@ def test_axes_cover_the_brief():
         <= set(ABLATION_AXES)
     # issue 12: the axes from the paper's method to the default, each with the paper's value among its values
     paper = dipreg.presets.get_preset("paper")
-    for axis in ("prealign", "smooth", "intensity_match", "integrate", "fold_penalty"):
+    for axis in ("prealign", "smooth", "intensity_match", "integrate", "fold_penalty", "volume_penalty"):
         assert getattr(paper, axis) in ABLATION_AXES[axis], axis
         method, settings = setting_for(dipreg.presets.get_preset("cpu"), axis, getattr(paper, axis))
         assert method == "dip" and settings[axis] == getattr(paper, axis)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from dipreg.losses import fold_penalty, get_loss, jacobian_determinant_tensor, lncc, mae, mse
+from dipreg.losses import fold_penalty, get_loss, jacobian_determinant_tensor, lncc, log_jacobian_variance, mae, mse
 from dipreg.metrics import jacobian_determinant
 
 
@@ -93,3 +93,19 @@ def test_fold_penalty_is_zero_without_compression_and_grows_with_folding():
     assert float(value.detach()) == pytest.approx(float(expected))
     value.backward()  # differentiable: the gradient pushes folded pixels apart
     assert float(value.detach()) > 0 and u.grad is not None and u.grad.abs().sum() > 0
+
+
+def test_log_jacobian_variance_is_blind_to_affine_maps_and_sees_local_volume_change():
+    rows, cols = np.mgrid[:16, :16].astype(float)
+    affine = torch.from_numpy(np.stack([0.3 * rows + 0.2 * cols + 1.5, -0.1 * rows + 0.2 * cols])[None])
+    assert float(log_jacobian_variance(affine)) == pytest.approx(0.0, abs=1e-20)  # det J constant
+    u = torch.from_numpy(smooth_field(np.random.default_rng(4), 2, 16, 16, 2.0)).requires_grad_(True)
+    det = jacobian_determinant_tensor(u.detach())
+    value = log_jacobian_variance(u)
+    expected = [torch.log(torch.clamp(d, min=0.05)).var() for d in det]
+    assert float(value.detach()) == pytest.approx(float(sum(expected) / 2))  # per item, then the mean
+    assert float(value.detach()) > 0
+    value.backward()
+    assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
+    flip = torch.from_numpy(np.stack([-2.0 * rows * (rows > 8), 0 * cols])[None])  # folds on half the image
+    assert torch.isfinite(log_jacobian_variance(flip))  # floored: a fold does not give log(-1)

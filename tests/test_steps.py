@@ -65,3 +65,15 @@ def test_a_damaged_line_inside_the_file_names_it(tmp_path):
     p.write_text('{"step": "paper", "pair": "a"}\nnot json\n{"step": "paper", "pair": "b"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match="line 2"):
         steps.load_steps(tmp_path)
+
+
+def test_rows_of_a_changed_rung_are_refused(tmp_path, monkeypatch, one_thread):
+    names = [s[0] for s in steps.STEPS]
+    ladder = [(n, TINY) for n in names]
+    monkeypatch.setattr(steps, "step_configs", lambda target="cpu": ladder)
+    pairs = [tissue_pairs("held-out")[0].resized(32)]
+    steps.run_steps(pairs, tmp_path, steps=["paper"])
+    ladder[0] = ("paper", TINY.replace(lr=0.5))
+    with pytest.raises(ValueError, match="'paper', whose configuration has changed"):
+        steps.run_steps(pairs, tmp_path, steps=["velocity"])
+    assert [r["step"] for r in steps.load_steps(tmp_path)] == ["paper"]  # nothing added

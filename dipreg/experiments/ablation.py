@@ -25,6 +25,7 @@ a factorial design; the base value is added to an axis that lacks it):
 ``intensity_match``  ``"none"`` (min-max per image, as the paper), ``"linear"``, ``"histogram"``
 ``integrate``   scaling-and-squaring steps (0 = the output is the displacement, the paper)
 ``fold_penalty``  weight of the fold barrier (0 = none, the paper)
+``volume_penalty``  weight of the variance of log det J, an explicit regulariser (0 = none, the paper)
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ ABLATION_AXES: dict[str, list[Any]] = {
     "intensity_match": ["none", "linear", "histogram"],
     "integrate": [0, 7],
     "fold_penalty": [0.0, 10.0],
+    "volume_penalty": [0.0, 0.1, 1.0],
 }
 """Axis name -> values tried, one axis at a time around the base configuration."""
 _CONFIG_AXES = ("skip", "init_std", "noise_std", "noise", "loss", "lr", "prealign", "smooth", "intensity_match",
-                "integrate", "fold_penalty")
+                "integrate", "fold_penalty", "volume_penalty")
 """Axes whose value is a :class:`RegistrationConfig` field of the same name."""
 
 METHODS = ("dip", "classical-w0", "classical")

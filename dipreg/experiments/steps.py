@@ -43,10 +43,10 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("fold barrier", ("fold_penalty",), "a penalty that acts only where det J falls below 0.1"),
     ("robust intensities", ("intensity_clip", "intensity_match"),
      "winsorised intensities, the moving image brought to the fixed image's scale"),
-    ("Gaussian readout", ("smooth",), "the network's output low-passed by a fixed Gaussian"),
     ("early stopping", ("lr", "iterations", "patience", "min_delta"),
      "a larger learning rate and a stop when the loss no longer falls"),
     ("affine pre-alignment", ("prealign",), "a global affine map fitted first"),
+    ("volume regulariser", ("volume_penalty",), "an explicit penalty on the variance of log det J"),
 )
 """The rungs, in order: (name, config fields set to the target preset's values, what the step is)."""
 
@@ -141,6 +141,7 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
     with run_lock(out):
         prov_path = out / PROVENANCE_FILE
         prov = read_provenance(prov_path)
+        _check_rungs(load_steps(path), prov.get("rungs", {}), ladder, path)
         runs = prov.get("runs", [])
         runs.append({"started": now(), "commit": git_commit(), "machine": machine_info(), "versions": versions(),
                      "steps": order})
@@ -183,6 +184,21 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
     return path
 
 
+def _check_rungs(rows: list[dict[str, Any]], recorded: dict[str, Any], ladder: dict[str, RegistrationConfig],
+                 path: Path) -> None:
+    """Refuse to add rows to a file whose rows of some rung were run with another configuration (the ladder or
+    a preset changed since): the table would mix two methods under one name."""
+    for name in sorted({r["step"] for r in rows}):
+        if name not in ladder:
+            why = "that is no longer a rung of the ladder"
+        elif recorded.get(name, {}).get("config") != json.loads(json.dumps(ladder[name].to_dict())):
+            why = "whose configuration has changed since they ran"
+        else:
+            continue
+        raise ValueError(f"{path} holds rows of rung {name!r}, {why}; delete those lines (they run again with the "
+                         f"current configuration) or pass another output folder")
+
+
 def summarize_steps(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per rung of :data:`STEPS` that has rows, in ladder order: ``n`` pairs and the mean of each metric
     (``<metric>`` keys, NaN when no row has it), ``seconds`` the mean wall time per pair."""
@@ -200,3 +216,21 @@ def summarize_steps(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             entry[k] = float(np.mean(v)) if v else math.nan
         out.append(entry)
     return out
+
+
+def format_steps(summary: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`summarize_steps`: one line per rung with what it adds, the pairs it ran on, label
+    Dice, SD of log det J, % folded pixels, mean det J (the paper's column), SSIM, steps and seconds per pair."""
+    what = {name: text for name, _, text in STEPS}
+
+    def f(v: float, fmt: str) -> str:
+        return format(v, fmt) if math.isfinite(v) else "-"
+
+    lines = ["| rung | adds | pairs | label Dice | SD log det J | % folded | mean det J | SSIM | steps | s / pair |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        lines.append(f"| {s['step']} | {what.get(s['step'], '')} | {s['n']} | {f(s['label_dice_after'], '.3f')} | "
+                     f"{f(s['std_log_jac'], '.2f')} | {f(100 * s['folded_fraction'], '.2f')} | "
+                     f"{f(s['jac_mean'], '.3f')} | {f(s['ssim_after'], '.3f')} | {f(s['iterations'], '.0f')} | "
+                     f"{f(s['seconds'], '.0f')} |")
+    return "\n".join(lines)
