@@ -77,3 +77,16 @@ def test_rows_of_a_changed_rung_are_refused(tmp_path, monkeypatch, one_thread):
     with pytest.raises(ValueError, match="'paper', whose configuration has changed"):
         steps.run_steps(pairs, tmp_path, steps=["velocity"])
     assert [r["step"] for r in steps.load_steps(tmp_path)] == ["paper"]  # nothing added
+
+
+def test_a_field_added_later_counts_with_its_default(tmp_path, monkeypatch, one_thread):
+    names = [s[0] for s in steps.STEPS]
+    monkeypatch.setattr(steps, "step_configs", lambda target="cpu": [(n, TINY) for n in names])
+    pairs = [tissue_pairs("held-out")[0].resized(32)]
+    steps.run_steps(pairs, tmp_path, steps=["paper"])
+    prov_path = tmp_path / "provenance.json"
+    prov = json.loads(prov_path.read_text(encoding="utf-8"))
+    del prov["rungs"]["paper"]["config"]["volume_penalty"]  # as written before the field existed
+    prov_path.write_text(json.dumps(prov), encoding="utf-8")
+    steps.run_steps(pairs, tmp_path, steps=["velocity"])
+    assert [r["step"] for r in steps.load_steps(tmp_path)] == ["paper", "velocity"]

@@ -187,11 +187,15 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
 def _check_rungs(rows: list[dict[str, Any]], recorded: dict[str, Any], ladder: dict[str, RegistrationConfig],
                  path: Path) -> None:
     """Refuse to add rows to a file whose rows of some rung were run with another configuration (the ladder or
-    a preset changed since): the table would mix two methods under one name."""
+    a preset changed since): the table would mix two methods under one name. A field added to the configuration
+    after a row ran counts with its default value, which reproduces the behaviour from before it existed."""
+    defaults = RegistrationConfig().to_dict()
     for name in sorted({r["step"] for r in rows}):
+        config = recorded.get(name, {}).get("config")
         if name not in ladder:
             why = "that is no longer a rung of the ladder"
-        elif recorded.get(name, {}).get("config") != json.loads(json.dumps(ladder[name].to_dict())):
+        elif config is None or json.loads(json.dumps({**defaults, **config})) != json.loads(
+                json.dumps(ladder[name].to_dict())):
             why = "whose configuration has changed since they ran"
         else:
             continue
