@@ -90,5 +90,11 @@ if [ -n "${DIPREG_LGG_ROOT:-}" ] && [ -d "${DIPREG_LGG_ROOT}" ]; then
 else
   echo -e "\n## the paper preset on all LGG pairs: skipped (set DIPREG_LGG_ROOT to the kaggle_3m folder)" | tee -a "$LOG"
 fi
+if [ -z "${DIPREG_CHECK_QUICK:-}" ]; then
+  # issue 12: the paper rung of chapter 10's ladder on the held-out tissue pairs (embedded data), the rung that
+  # takes 20-60 min per pair on a CPU; copy $OUTDIR/paper_steps/steps.jsonl rows into dipreg/data/book/paper_steps
+  run 300 "the ladder's paper rung on the held-out tissue pairs" \
+    "$PY" scripts/paper_to_ours.py --out "$OUTDIR/paper_steps" --steps paper --device "$DEV"
+fi
 echo -e "\n$failed step(s) failed; log: $LOG" | tee -a "$LOG"
 exit "$failed"

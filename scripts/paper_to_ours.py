@@ -3,6 +3,7 @@
 Usage (from the repository root)::
 
     python scripts/paper_to_ours.py [--out dipreg/data/book/paper_steps] [--split held-out] [--steps NAME,...]
+                                    [--device cuda]
 
 Runs :func:`dipreg.experiments.steps.run_steps` on :func:`dipreg.data.tissue_pairs` of ``--split`` (the held-out
 pairs by default: they chose none of the default's settings), on the CPU with one torch thread. Resumable: run
@@ -28,12 +29,13 @@ def main() -> None:
     ap.add_argument("--target", default="cpu", help="the preset at the top of the ladder")
     ap.add_argument("--steps", default=None, help=f"comma-separated rungs (default all: {[s[0] for s in STEPS]})")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
     steps = [s.strip() for s in args.steps.split(",")] if args.steps else None
     t0 = time.perf_counter()
-    path = run_steps(tissue_pairs(args.split), args.out, target=args.target, steps=steps, seed=0, device="cpu")
+    path = run_steps(tissue_pairs(args.split), args.out, target=args.target, steps=steps, seed=0, device=args.device)
     print(f"wrote {path} in {time.perf_counter() - t0:.0f} s")
 
 
