@@ -106,8 +106,9 @@ def test_compile_gives_the_eager_numbers_up_to_rounding():
     eager = dipreg.register(m, f, seed=1, progress=False, device="cpu", **cfg)
     compiled = dipreg.register(m, f, seed=1, progress=False, device="cpu", compile=True, **cfg)
     assert compiled.history[0] == pytest.approx(eager.history[0], rel=1e-5)
-    np.testing.assert_allclose(compiled.history, eager.history, rtol=1e-4)
-    # 2.5e-5 px before the default's Gaussian readout; 4.7e-3 px with it (a fresh clone's compile, CPU)
+    # the default's volume regulariser (log det J) lets rounding grow: 0.2 % after 4 steps (CPU, 9a414e5)
+    np.testing.assert_allclose(compiled.history, eager.history, rtol=1e-2)
+    # field: 2.5e-5 px before the Gaussian readout (since removed), 4.7e-3 px with it (a fresh clone, CPU)
     np.testing.assert_allclose(compiled.displacement, eager.displacement, atol=1e-2)
     assert np.abs(eager.displacement).max() > 0.5  # the comparison is not between two near-zero fields
 
