@@ -43,7 +43,7 @@ from dipreg.affine import fit_affine
 from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
 from dipreg.engine import BatchField, Noise, Stage, Terms, checked, run
-from dipreg.losses import fold_penalty, get_loss, log_jacobian_variance
+from dipreg.losses import field_penalty, get_loss
 from dipreg.register import make_field, make_optimizer, optimiser_images, resolve_config, resolve_device
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
@@ -136,10 +136,8 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
         losses = []
         for i in range(n):  # per pair, exactly as register computes it
             loss = loss_fn(warped_t[i:i + 1], f_t[i:i + 1])
-            if cfg.fold_penalty:
-                loss = loss + cfg.fold_penalty * fold_penalty(u[i:i + 1])
-            if cfg.volume_penalty:
-                loss = loss + cfg.volume_penalty * log_jacobian_variance(u[i:i + 1])
+            if cfg.fold_penalty or cfg.volume_penalty:
+                loss = loss + field_penalty(u[i:i + 1], cfg.fold_penalty, cfg.volume_penalty)
             losses.append(loss)
         return Terms(losses, u, warped_t)
 

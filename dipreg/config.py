@@ -47,10 +47,11 @@ class RegistrationConfig:
             grid before it becomes a field (0 = none, the paper). A fixed low-pass readout, as SyN smooths its
             velocity: it removes the grid-scale wiggles that let the data term buy intensity matches with local
             volume changes; the network is still the only learned part.
-        fold_penalty: weight of :func:`dipreg.losses.fold_penalty` (mean of relu(0.1 - det J)) added to the
-            loss; 0 = the paper's pure data term. A barrier against folding, not a smoothness prior.
-        volume_penalty: weight of :func:`dipreg.losses.log_jacobian_variance` (the variance over the image of
-            log det J) added to the loss; 0 = none, the paper. An explicit regulariser of local volume change:
+        fold_penalty: weight of the fold barrier of :func:`dipreg.losses.field_penalty` (mean of
+            relu(0.1 - det J)) added to the loss; 0 = the paper's pure data term. A barrier against folding, not a
+            smoothness prior.
+        volume_penalty: weight of the volume term of :func:`dipreg.losses.field_penalty` (the variance over the
+            image of log det J) added to the loss; 0 = none, the paper. An explicit regulariser of local volume change:
             with it the method is a hybrid of the network prior and a hand-made term (book chapter 7).
     Optimisation:
         loss: ``"mae"`` (the paper), ``"mse"`` or ``"lncc"``. MAE and MSE assume both images show the same

@@ -50,24 +50,37 @@ def jacobian_determinant_tensor(u: torch.Tensor) -> torch.Tensor:
     return (1 + d0r) * (1 + d1c) - d0c * d1r
 
 
-def fold_penalty(u: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
-    """Mean of ``relu(margin - det J)``: zero unless a pixel compresses below ``margin`` or folds (det J <= 0).
+def field_penalty(u: torch.Tensor, fold_weight: float = 0.0, volume_weight: float = 0.0, *, margin: float = 0.1,
+                  floor: float = 0.05) -> torch.Tensor:
+    """The explicit terms on a pixel displacement u (N, 2, H, W), with det J computed once (dimensionless):
+    ``fold_weight`` x mean of ``relu(margin - det J)`` plus ``volume_weight`` x the variance over the pixels of
+    log det J (det J floored at ``floor`` inside the logarithm), each averaged over the batch.
 
-    Not a smoothness prior: it only acts where the deformation is about to stop being invertible.
+    The fold barrier is zero unless a pixel compresses below ``margin`` or folds (det J <= 0): not a smoothness
+    prior, it acts only where the deformation is about to stop being invertible. The log det J variance is zero
+    for any affine map (constant det J), so it leaves a global change of size to an affine stage; squared, it is
+    the SD of log det J that book chapter "Evaluating a registration" reports as the roughness of a field, and
+    chapter "Architecture and regularisation" ("A volume regulariser") adds it to the default.
     """
-    return torch.relu(margin - jacobian_determinant_tensor(u)).mean()
+    det = jacobian_determinant_tensor(u)
+    total = det.new_zeros(())
+    if fold_weight:
+        total = total + fold_weight * torch.relu(margin - det).mean()
+    if volume_weight:
+        logj = torch.log(torch.clamp(det, min=floor))
+        total = total + volume_weight * logj.flatten(1).var(dim=1).mean()
+    return total
+
+
+def fold_penalty(u: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """Mean of ``relu(margin - det J)``: the fold barrier of :func:`field_penalty` alone."""
+    return field_penalty(u, fold_weight=1.0, margin=margin)
 
 
 def log_jacobian_variance(u: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
-    """Variance over the pixels of log det J (det J floored at ``floor`` so that a fold stays finite), per item of
-    the batch, then averaged: a regulariser of local volume change (dimensionless).
-
-    Zero for any affine map (constant det J), so it leaves a global change of size to an affine stage; it grows
-    where the field compresses or expands one region more than the rest. Squared, the SD of log det J that
-    book chapter "Evaluating a registration" reports as the roughness of a field.
-    """
-    logj = torch.log(torch.clamp(jacobian_determinant_tensor(u), min=floor))
-    return logj.flatten(1).var(dim=1).mean()
+    """Variance over the pixels of log det J, averaged over the batch: the volume term of :func:`field_penalty`
+    alone."""
+    return field_penalty(u, volume_weight=1.0, floor=floor)
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"mae": mae, "mse": mse, "lncc": lncc}

@@ -36,7 +36,7 @@ from dipreg.engine import (
 )
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.intensity import prepare_pair
-from dipreg.losses import fold_penalty, get_loss, log_jacobian_variance
+from dipreg.losses import field_penalty, get_loss
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
@@ -249,7 +249,7 @@ def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: tor
               fold_weight: float, volume_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One iteration's loss, displacement and warped image (paper eq. 2, plus the fold barrier and the volume
     regulariser of presets that have them: ``fold_weight`` and ``volume_weight`` times
-    :func:`~dipreg.losses.fold_penalty` and :func:`~dipreg.losses.log_jacobian_variance` of u).
+    :func:`~dipreg.losses.field_penalty` of u, det J computed once).
 
     ``z``: (1, C, h, w) noise; ``moving``, ``fixed``: (1, 1, H, W) images as the optimiser sees them.
     Returns the scalar loss, the displacement (1, 2, H, W) in pixels and ``warp_tensor(moving, u)``.
@@ -257,10 +257,8 @@ def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: tor
     u = model(z)
     warped = warp_tensor(moving, u)
     loss = loss_fn(warped, fixed)
-    if fold_weight:
-        loss = loss + fold_weight * fold_penalty(u)
-    if volume_weight:
-        loss = loss + volume_weight * log_jacobian_variance(u)
+    if fold_weight or volume_weight:
+        loss = loss + field_penalty(u, fold_weight, volume_weight)
     return loss, u, warped
 
 
@@ -279,13 +277,15 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
 
     ``config="paper"`` is the paper's method (eq. 2: the network's weights optimised on the MAE, the field read
     out as a displacement). The default presets (``"cpu"``, ``"gpu"``) are a hybrid built on it: the same
-    generator, but on a coarse control grid, read out through a Gaussian low-pass and integrated as a velocity,
-    with robust intensity handling, a fold barrier and early stopping; :func:`dipreg.presets.differences` lists
-    every departure from the paper and the book's chapter "Reproducing the brain MRI results" measures each one.
+    generator, but after an affine pre-alignment, on a coarse control grid and integrated as a velocity, with
+    robust intensity handling, a fold barrier, an explicit volume regulariser and early stopping;
+    :func:`dipreg.presets.differences` lists every departure from the paper and the book's chapter "Reproducing
+    the brain MRI results" measures each one.
 
     Args:
         moving, fixed: (H, W) images, numpy arrays or torch tensors, same shape, in the same intensity units
-            (any; min-max rescaled to [0, 1] for the optimisation when ``config.normalize``).
+            (any; rescaled to [0, 1] for the optimisation when ``config.normalize``, as
+            ``config.intensity_clip`` and ``config.intensity_match`` say).
         config: a :class:`RegistrationConfig`, a preset name (``"paper"``, ``"cpu"``, ...) or ``None`` for the
             device's default (``"gpu"`` on CUDA, ``"cpu"`` otherwise; ``result.info["preset"]`` says which).
         seed: seeds the weights and every noise draw (``None`` means 0): same seed and device, same numbers

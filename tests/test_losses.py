@@ -7,7 +7,16 @@ import pytest
 import torch
 from scipy import ndimage
 
-from dipreg.losses import fold_penalty, get_loss, jacobian_determinant_tensor, lncc, log_jacobian_variance, mae, mse
+from dipreg.losses import (
+    field_penalty,
+    fold_penalty,
+    get_loss,
+    jacobian_determinant_tensor,
+    lncc,
+    log_jacobian_variance,
+    mae,
+    mse,
+)
 from dipreg.metrics import jacobian_determinant
 
 
@@ -109,3 +118,17 @@ def test_log_jacobian_variance_is_blind_to_affine_maps_and_sees_local_volume_cha
     assert torch.isfinite(u.grad).all() and u.grad.abs().sum() > 0
     flip = torch.from_numpy(np.stack([-2.0 * rows * (rows > 8), 0 * cols])[None])  # folds on half the image
     assert torch.isfinite(log_jacobian_variance(flip))  # floored: a fold does not give log(-1)
+
+
+def test_field_penalty_is_the_weighted_sum_of_its_two_terms_in_value_and_gradient():
+    u = torch.from_numpy(smooth_field(np.random.default_rng(5), 2, 16, 16, 8.0))
+    a, b = u.clone().requires_grad_(True), u.clone().requires_grad_(True)
+    joint = field_penalty(a, 10.0, 0.1)
+    separate = 10.0 * fold_penalty(b) + 0.1 * log_jacobian_variance(b)
+    assert float(fold_penalty(u)) > 0  # both terms act on this field
+    assert float(joint.detach()) == pytest.approx(float(separate.detach()), rel=1e-12)
+    joint.backward()
+    separate.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    assert float(field_penalty(u)) == 0.0  # no weights, no penalty
+
