@@ -38,7 +38,6 @@ from dipreg.metrics import jacobian_determinant, ssim
 from dipreg.presets import PRESETS, get_preset
 from dipreg.register import RegistrationError, RegistrationInterrupted, register
 from dipreg.result import RegistrationResult
-from dipreg.teaching import book, checks  # the names the chapters have always used: dipreg.book, dipreg.checks
 from dipreg.transform import warp
 
 __version__ = "0.1.0"
@@ -50,8 +49,6 @@ __all__ = [
     "RegistrationError",
     "RegistrationInterrupted",
     "RegistrationResult",
-    "book",
-    "checks",
     "data",
     "get_preset",
     "jacobian_determinant",

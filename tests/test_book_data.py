@@ -46,34 +46,15 @@ def test_stored_finds_the_book_results_and_names_the_choices():
         dipreg.teaching.book.stored("no_such_run")
 
 
-def test_the_old_module_names_still_import():
-    """Chapters and notebooks handed out before the move to dipreg.teaching and dipreg.experiments still run."""
-    import importlib
-
-    import dipreg.teaching.checks.dip
-    import dipreg.teaching.checks.prior
-
-    assert importlib.import_module("dipreg.book") is dipreg.teaching.book
-    assert importlib.import_module("dipreg.checks.dip") is dipreg.teaching.checks.dip
-    assert importlib.import_module("dipreg.checks").compare is dipreg.teaching.checks.compare
-    assert importlib.import_module("dipreg.checks.dip").check_psnr is dipreg.teaching.checks.prior.check_psnr
-    from dipreg.ablation import axis_table, load_grid, lookup, make_widgets, plot_axis  # noqa: F401 - chapter 10
-    from dipreg.reproduce import format_summary, load_results, paper_table, provenance_lines  # noqa: F401 - ch. 9
-
-
 def test_stored_ladder_used_the_current_rungs():
     """Chapter 10's table from the paper's method to the default (dipreg/data/book/paper_steps): every rung with
     rows ran the configuration the ladder gives it now, so the table cannot show an older default."""
-    from dipreg.experiments.steps import load_steps, step_configs
+    from dipreg.experiments.steps import load_steps, stale_rungs, step_configs
 
     folder = ROOT / "dipreg" / "data" / "book" / "paper_steps"
     prov = json.loads((folder / "provenance.json").read_text())
-    ladder = dict(step_configs(prov["target"]))
-    defaults = json.loads(json.dumps(RegistrationConfig().to_dict()))
     rows = load_steps(folder)
     assert rows and {r["pair"] for r in rows} <= set(prov["pairs"])
-    for name in {r["step"] for r in rows}:
-        recorded = {**defaults, **prov["rungs"][name]["config"]}
-        assert recorded == json.loads(json.dumps(ladder[name].to_dict())), \
-            f"rung {name!r} is stale: rerun python scripts/paper_to_ours.py after deleting its lines"
+    stale = stale_rungs(rows, prov["rungs"], dict(step_configs(prov["target"])))
+    assert not stale, f"stale rungs {stale}: rerun python scripts/paper_to_ours.py after deleting their lines"
     assert not (folder / "reproduce.lock").exists()

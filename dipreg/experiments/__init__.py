@@ -8,6 +8,7 @@ Book: chapters "Reproducing the brain MRI results" (:mod:`dipreg.experiments.run
 * :mod:`~dipreg.experiments.provenance`: versions, machine, git commit, ``provenance.json``.
 * :mod:`~dipreg.experiments.report`: mean +- SD per method, the paper's Table 1, the provenance in words.
 * :mod:`~dipreg.experiments.ablation`: one setting changed at a time, stored as a grid.
+* :mod:`~dipreg.experiments.steps`: the ladder from the paper's method to the default, one change per rung.
 * :mod:`~dipreg.experiments.files`: atomic writes and the lock of an output folder.
 
 The methods themselves come from one registry, :mod:`dipreg.methods`.

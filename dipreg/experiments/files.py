@@ -89,6 +89,6 @@ def pid_running(pid: int) -> bool:
     return True
 
 
-def say(msg: str) -> None:
-    """A message of ``dipreg reproduce`` on stderr."""
-    print(f"dipreg reproduce: {msg}", file=sys.stderr, flush=True)
+def say(msg: str, program: str = "dipreg reproduce") -> None:
+    """A message of ``program`` (a long run: ``dipreg reproduce``, ``paper_to_ours.py``) on stderr."""
+    print(f"{program}: {msg}", file=sys.stderr, flush=True)

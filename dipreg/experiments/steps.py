@@ -141,7 +141,10 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
     with run_lock(out):
         prov_path = out / PROVENANCE_FILE
         prov = read_provenance(prov_path)
-        _check_rungs(load_steps(path), prov.get("rungs", {}), ladder, path)
+        existing = load_steps(path)
+        for name, why in stale_rungs(existing, prov.get("rungs", {}), ladder).items():
+            raise ValueError(f"{path} holds rows of rung {name!r}, {why}; delete those lines (they run again with "
+                             f"the current configuration) or pass another output folder")
         runs = prov.get("runs", [])
         runs.append({"started": now(), "commit": git_commit(), "machine": machine_info(), "versions": versions(),
                      "steps": order})
@@ -150,7 +153,7 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
                           for name, fields, what in STEPS},
                 "runs": runs}
         write_json(prov_path, prov)
-        done = {_key(r["step"], r["pair"]) for r in load_steps(path)}
+        done = {_key(r["step"], r["pair"]) for r in existing}
         figure = load_figure(out)
         if pairs and not figure:
             figure = {"moving": pairs[0].moving, "fixed": pairs[0].fixed}
@@ -158,7 +161,7 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
             for pair in pairs:
                 if _key(step, pair.id) in done:
                     continue
-                say(f"{step}: {pair.id}")
+                say(f"{step}: {pair.id}", program="paper_to_ours")
                 t0 = time.perf_counter()
                 res = dipreg.register(pair.moving, pair.fixed, config=ladder[step], seed=seed, device=device,
                                       progress=False)
@@ -184,23 +187,23 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
     return path
 
 
-def _check_rungs(rows: list[dict[str, Any]], recorded: dict[str, Any], ladder: dict[str, RegistrationConfig],
-                 path: Path) -> None:
-    """Refuse to add rows to a file whose rows of some rung were run with another configuration (the ladder or
-    a preset changed since): the table would mix two methods under one name. A field added to the configuration
-    after a row ran counts with its default value, which reproduces the behaviour from before it existed."""
+def stale_rungs(rows: Iterable[dict[str, Any]], recorded: dict[str, Any],
+                ladder: dict[str, RegistrationConfig]) -> dict[str, str]:
+    """The rungs among ``rows`` that may not be extended or shown under their name, each with the reason: no longer
+    a rung of ``ladder``, or run (``recorded``: provenance ``"rungs"``) with another configuration than the ladder
+    gives it now (a preset changed), so a table would mix two methods under one name. A field added to the
+    configuration after a row ran counts with its default value, which reproduces the behaviour from before it
+    existed."""
     defaults = RegistrationConfig().to_dict()
+    stale = {}
     for name in sorted({r["step"] for r in rows}):
         config = recorded.get(name, {}).get("config")
         if name not in ladder:
-            why = "that is no longer a rung of the ladder"
+            stale[name] = "that is no longer a rung of the ladder"
         elif config is None or json.loads(json.dumps({**defaults, **config})) != json.loads(
                 json.dumps(ladder[name].to_dict())):
-            why = "whose configuration has changed since they ran"
-        else:
-            continue
-        raise ValueError(f"{path} holds rows of rung {name!r}, {why}; delete those lines (they run again with the "
-                         f"current configuration) or pass another output folder")
+            stale[name] = "whose configuration has changed since they ran"
+    return stale
 
 
 def summarize_steps(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
