@@ -63,7 +63,8 @@ _CPU_NOTES = {
                       "SD log det J 0.70 / 0.22 / - / 0.05 (BENCHMARKS.md, session 7)",
     "boundary": "fixed: the network's field vanishes at the image border (its mean det J stays 1; the affine stage "
                 "changes size and position)",
-    "fold_penalty": "10 x mean relu(0.1 - det J): a barrier that only acts where a pixel would fold",
+    "fold_penalty": "100 x mean relu(0.1 - det J): a barrier that only acts where a pixel would fold; at 10, with "
+                    "the volume regulariser, one pixel of one LGG development pair folded (BENCHMARKS.md, session 8)",
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
     "iterations": "at most 800; early stopping ends most runs after 400-500 steps",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
@@ -82,7 +83,7 @@ PRESETS: dict[str, RegistrationConfig] = {
                                 notes=_PAPER_NOTES),
     "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64, 128), up=(16, 32, 64, 128), prealign="affine",
                               grid_scale=8,
-                              output_scale=8.0, integrate=7, boundary="fixed", fold_penalty=10.0, volume_penalty=0.1,
+                              output_scale=8.0, integrate=7, boundary="fixed", fold_penalty=100.0, volume_penalty=0.1,
                               lr=3e-3, iterations=800, patience=40, min_delta=1e-4, intensity_clip=0.005,
                               intensity_match="linear", notes=_CPU_NOTES),
 }

@@ -67,7 +67,7 @@ ABLATION_AXES: dict[str, list[Any]] = {
     "smooth": [0.0, 3.0, 6.0, 10.0],
     "intensity_match": ["none", "linear", "histogram"],
     "integrate": [0, 7],
-    "fold_penalty": [0.0, 10.0],
+    "fold_penalty": [0.0, 10.0, 100.0],
     "volume_penalty": [0.0, 0.1, 1.0],
 }
 """Axis name -> values tried, one axis at a time around the base configuration."""
