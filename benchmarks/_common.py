@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from dipreg.register import resolve_device
+from dipreg.methods.dip import resolve_device
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:

@@ -19,8 +19,8 @@ import torch
 from _common import parser, setup
 
 import dipreg
-from dipreg.batch import register_many
 from dipreg.data import sample_pair
+from dipreg.methods.batch import register_many
 
 
 def measure(batch: int, *, preset: str, dev: torch.device, size: int, max_single: int, **overrides) -> dict:

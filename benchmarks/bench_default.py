@@ -74,11 +74,11 @@ def run_method(name: str, pair: Pair, args: Any, device: Any) -> dipreg.Registra
         return dipreg.register(pair.moving, pair.fixed, config=args.preset, seed=args.seed, device=device,
                                progress=False, **dict(args.overrides))
     if name == "classical":
-        from dipreg.classical import register_classical
+        from dipreg.methods.classical import register_classical
 
         return register_classical(pair.moving, pair.fixed, device=device, progress=False)
     if name.startswith("ants-"):
-        from dipreg.ants import register_ants
+        from dipreg.methods.ants import register_ants
 
         return register_ants(pair.moving, pair.fixed, type_of_transform=name[5:], seed=args.seed)
     raise SystemExit(f"--methods: unknown method {name!r}; expected dip, classical or ants-<transform>")

@@ -1,6 +1,6 @@
 """Overhead of ``dipreg.register``'s loop over a minimal hand-written PyTorch loop of the same network.
 
-Both build the same :class:`dipreg.register.DIPField` (same config, seed, pair, iterations) and run the
+Both build the same :class:`dipreg.methods.dip.DIPField` (same config, seed, pair, iterations) and run the
 same readout; the hand loop has no per-step ``float(loss)`` (no device sync), no NaN check, no history,
 no early-stopping bookkeeping, no progress bar and no callback. ``register`` runs with ``progress=False``.
 The two are timed alternately, ``--repeats`` times each, and the medians are compared (target: <= 5 %).
@@ -24,8 +24,8 @@ import dipreg
 from dipreg.data import sample_pair
 from dipreg.intensity import rescale
 from dipreg.losses import fold_penalty, get_loss
+from dipreg.methods.dip import DIPField
 from dipreg.presets import get_preset
-from dipreg.register import DIPField
 from dipreg.transform import warp, warp_tensor
 
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"max |u_register - u_hand| = {same:.2e} px\n")
     print("| loop | median s | ms / iteration | all runs (s) |")
     print("|---|---|---|---|")
-    for name, ts in (("dipreg.register", t_reg), ("hand-written", t_hand)):
+    for name, ts in (("dipreg.methods.dip", t_reg), ("hand-written", t_hand)):
         med = statistics.median(ts)
         print(f"| {name} | {med:.3f} | {1e3 * med / cfg.iterations:.1f} | {', '.join(f'{t:.2f}' for t in ts)} |")
     verdict = "within" if overhead <= 0.05 else "ABOVE"

@@ -1,7 +1,7 @@
 """Milliseconds per optimisation step of dipreg's DIP registration, per preset and image size.
 
 One step = one noise draw, the generator forward, the warp, the loss (and fold barrier), backward and the
-optimiser step: exactly the body of ``dipreg.register``'s loop (``dipreg.register.objective``, compiled
+optimiser step: exactly the body of ``dipreg.register``'s loop (``dipreg.methods.dip.objective``, compiled
 with ``--compile`` as ``register(compile=True)`` does; the compilation happens in the warm-up steps).
 The achieved FLOP rate counts the generator's and the loss's FLOPs with
 ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass, times 3 for forward + backward, and is
@@ -28,8 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dipreg.data import sample_pair
 from dipreg.losses import get_loss
+from dipreg.methods.dip import DIPField, compiled_objective, make_optimizer, objective
 from dipreg.presets import get_preset
-from dipreg.register import DIPField, compiled_objective, make_optimizer, objective
 
 
 def _sync(dev: torch.device) -> None:

@@ -2,7 +2,7 @@
 
 For every LGG pair (consecutive patients, middle FLAIR slice: ``dipreg.data.lgg_pairs``):
 
-1. ``dipreg.ants.register_ants`` (``SyN``, the paper's comparator): its wall time and the SSIM of its
+1. ``dipreg.methods.ants.register_ants`` (``SyN``, the paper's comparator): its wall time and the SSIM of its
    warped image to the fixed one (``dipreg.metrics.ssim``, data range 1, whole image).
 2. ``dipreg.register`` (``--preset``, default ``cpu``) with a callback that every ``--every`` steps warps
    the *original* moving image with the current step's displacement (one noise draw, not the final
@@ -27,8 +27,8 @@ import torch
 from _common import parser, setup
 
 import dipreg
-from dipreg.ants import register_ants
 from dipreg.data import default_lgg_root, lgg_pairs, sample_pair
+from dipreg.methods.ants import register_ants
 from dipreg.metrics import folded_fraction, ssim
 from dipreg.transform import warp
 

@@ -22,21 +22,23 @@ Quick start::
     res = dipreg.register(pair.moving, pair.fixed, seed=0)
     res.warped, res.displacement, res.history, res.metrics()
 
-Layers, each importing only the ones above it: the core (:mod:`~dipreg.transform`, :mod:`~dipreg.generator`,
+Layers, each importing only the ones before it: the core (:mod:`~dipreg.transform`, :mod:`~dipreg.generator`,
 :mod:`~dipreg.losses`, :mod:`~dipreg.metrics`, :mod:`~dipreg.intensity`, :mod:`~dipreg.config`,
-:mod:`~dipreg.presets`, :mod:`~dipreg.result`, :mod:`~dipreg.plotting`); the methods (:mod:`~dipreg.register`,
-:mod:`~dipreg.classical`, :mod:`~dipreg.ants`, :mod:`~dipreg.batch`, :mod:`~dipreg.denoise`, and their
-registry :mod:`~dipreg.methods`); the data (:mod:`dipreg.data`); the experiments (:mod:`dipreg.experiments`);
-the teaching material of the book (:mod:`dipreg.teaching`); the command line (:mod:`~dipreg.cli`).
+:mod:`~dipreg.presets`, :mod:`~dipreg.result`, :mod:`~dipreg.plotting`); the data (:mod:`dipreg.data`); the
+methods, in the folder :mod:`dipreg.methods` with their registry (:mod:`~dipreg.methods.dip`,
+:mod:`~dipreg.methods.classical`, :mod:`~dipreg.methods.ants`, :mod:`~dipreg.methods.batch`,
+:mod:`~dipreg.methods.denoise`, and the loop and the affine stage they share, :mod:`~dipreg.methods.engine`,
+:mod:`~dipreg.methods.affine`); the experiments (:mod:`dipreg.experiments`); the teaching material of the book
+(:mod:`dipreg.teaching`); the command line (:mod:`~dipreg.cli`).
 """
 
 from dipreg import data, methods, teaching
 from dipreg._validate import ArrayLike
-from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
+from dipreg.methods.batch import register_many
+from dipreg.methods.dip import RegistrationError, RegistrationInterrupted, register
 from dipreg.metrics import jacobian_determinant, ssim
 from dipreg.presets import PRESETS, get_preset
-from dipreg.register import RegistrationError, RegistrationInterrupted, register
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp
 

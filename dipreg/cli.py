@@ -243,7 +243,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from dipreg import methods
     from dipreg.data.io import WRITE_IMAGE_FORMATS, read_image, write_displacement, write_image
     from dipreg.experiments.provenance import machine_info, versions
-    from dipreg.register import RegistrationInterrupted, resolve_device
+    from dipreg.methods.dip import RegistrationInterrupted, resolve_device
 
     moving_path, fixed_path = Path(args.moving), Path(args.fixed)
     out = Path(args.out).expanduser()
@@ -339,8 +339,8 @@ def collect_info() -> dict[str, Any]:
     import torch
 
     from dipreg.experiments.provenance import cpu_model, versions
+    from dipreg.methods.dip import resolve_device
     from dipreg.presets import default_config
-    from dipreg.register import resolve_device
 
     dev = resolve_device(None)
     cfg = default_config(dev)
@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
-    from dipreg.register import RegistrationError
+    from dipreg.methods.dip import RegistrationError
 
     try:
         if args.command == "register":

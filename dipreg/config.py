@@ -30,7 +30,7 @@ class RegistrationConfig:
         init_std: convolution weights ~ N(0, init_std**2) (the paper: 0.01); ``None`` keeps PyTorch's init.
     Parameterisation of the field:
         prealign: ``"none"`` (the paper) or ``"affine"``: a global affine map fitted first, coarse to fine, with
-            the same data term (:func:`dipreg.affine.fit_affine`); the network's field acts after it and the
+            the same data term (:func:`dipreg.methods.affine.fit_affine`); the network's field acts after it and the
             returned displacement is the composition. Between subjects it takes up size, position and tilt,
             which a field held at the border cannot.
         grid_scale: the generator runs on a grid ``grid_scale`` times coarser than the image and its output

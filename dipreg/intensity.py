@@ -2,7 +2,7 @@
 
 Book: chapter "Registration with a deep image prior" (``book/07_dip_registration.ipynb``), section on
 intensities. Every method of dipreg (:func:`dipreg.register`, :func:`dipreg.register_many`,
-:func:`dipreg.classical.register_classical`) calls :func:`rescale` on both images; the warped image it
+:func:`dipreg.methods.classical.register_classical`) calls :func:`rescale` on both images; the warped image it
 returns is always the *original* moving image warped.
 
 With a data term that compares intensities directly (MAE, MSE), the two images must show the same tissue at

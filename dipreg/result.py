@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 class Settings(Protocol):
     """The settings a method ran with: :class:`dipreg.RegistrationConfig` (DIP),
-    :class:`dipreg.classical.ClassicalSettings`, :class:`dipreg.ants.AntsSettings`
+    :class:`dipreg.methods.classical.ClassicalSettings`, :class:`dipreg.methods.ants.AntsSettings`
     (:mod:`dipreg.methods` names each method's type). ``to_dict()`` gives them JSON-ready."""
 
     def to_dict(self) -> dict[str, Any]: ...

@@ -1,13 +1,13 @@
-"""The affine pre-alignment (dipreg.affine) and its use by register / register_many."""
+"""The affine pre-alignment (dipreg.methods.affine) and its use by register / register_many."""
 
 import numpy as np
 import pytest
 import torch
 
 import dipreg
-from dipreg.affine import affine_displacement, compose_affine, fit_affine, identity_theta, linear_part
 from dipreg.data import sample_pair
 from dipreg.losses import get_loss
+from dipreg.methods.affine import affine_displacement, compose_affine, fit_affine, identity_theta, linear_part
 from dipreg.transform import compose, warp_tensor
 
 THETA = torch.tensor([[[1.06, 0.04, 0.03], [-0.05, 0.96, -0.04]]])

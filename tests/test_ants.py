@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from dipreg.ants import ANTS_SETTINGS, THREADS_ENV, register_ants
+from dipreg.methods.ants import ANTS_SETTINGS, THREADS_ENV, register_ants
 from dipreg.metrics import jacobian_determinant
 from dipreg.transform import warp
 
@@ -120,7 +120,7 @@ def test_missing_antspyx_says_how_to_install(monkeypatch, phantom):
 
 
 def test_seeds_and_keywords_are_checked_as_register_checks_them(phantom):
-    from dipreg.ants import ANTS_MAX_SEED, check_ants_seed
+    from dipreg.methods.ants import ANTS_MAX_SEED, check_ants_seed
 
     assert check_ants_seed(None) is None and check_ants_seed(ANTS_MAX_SEED) == 2**31 - 1  # ITK's int32 maximum
     with pytest.raises(ValueError, match=r"seed: expected an integer from 0 to 2\*\*31 - 2 = 2147483646 for ANTs"):

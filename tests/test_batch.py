@@ -1,4 +1,5 @@
-"""dipreg.batch.register_many: same results as dipreg.register pair by pair; clear errors; benchmark smoke tests."""
+"""dipreg.methods.batch.register_many: the results of dipreg.register pair by pair; clear errors; benchmark smoke
+tests."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 import dipreg
-from dipreg.batch import register_many
 from dipreg.data import sample_pair
+from dipreg.methods.batch import register_many
 
 ROOT = Path(__file__).resolve().parents[1]
 # tiny: 32 x 32 images, 2 scales of 8 channels, a few steps (the full-resolution "paper" parameterisation)

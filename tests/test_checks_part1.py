@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dipreg.classical import bending, diffusion
 from dipreg.losses import lncc, mae, mse
+from dipreg.methods.classical import bending, diffusion
 from dipreg.metrics import jacobian_determinant
 from dipreg.teaching.checks import CheckFailed
 from dipreg.teaching.checks import classical as cc

@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from dipreg.classical import DEFAULTS, REGULARIZERS, ClassicalSettings, bending, diffusion, register_classical
+from dipreg.methods.classical import DEFAULTS, REGULARIZERS, ClassicalSettings, bending, diffusion, register_classical
+from dipreg.methods.dip import RegistrationError
 from dipreg.metrics import endpoint_error, folded_fraction
-from dipreg.register import RegistrationError
 from dipreg.transform import warp
 
 N = 64

@@ -14,8 +14,8 @@ import torch
 
 from dipreg.cli import main, parse_value
 from dipreg.data import read_displacement, read_image, sample_pair, write_image
+from dipreg.methods.dip import resolve_device
 from dipreg.presets import default_config
-from dipreg.register import resolve_device
 from dipreg.transform import warp
 
 # A tiny generator so that each registration takes a fraction of a second.
@@ -70,7 +70,7 @@ def test_register_writes_outputs(tmp_path, pair, ext, capsys):
 
 
 def test_register_compile_flag_reaches_register(tmp_path, pair, monkeypatch):
-    module = sys.modules["dipreg.register"]
+    module = sys.modules["dipreg.methods.dip"]
     real, seen = module.register, []
 
     def spy(*args, compile=False, **kwargs):  # runs eagerly; compilation is tested in test_register
@@ -276,7 +276,7 @@ def no_registration(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("the registration ran before the input was checked")
 
-    monkeypatch.setattr(sys.modules["dipreg.register"], "register", forbidden)
+    monkeypatch.setattr(sys.modules["dipreg.methods.dip"], "register", forbidden)
 
 
 def test_register_refuses_a_singular_affine_before_registering(tmp_path, pair, no_registration, capsys,
@@ -318,7 +318,7 @@ def test_register_refuses_complex_input(tmp_path, pair, no_registration, capsys)
 
 
 def test_register_ctrl_c_writes_the_field_reached(tmp_path, pair, monkeypatch, capsys):
-    module = sys.modules["dipreg.register"]
+    module = sys.modules["dipreg.methods.dip"]
     real = module.register
 
     def interrupted(*args, **kwargs):
@@ -339,7 +339,7 @@ def test_register_ctrl_c_writes_the_field_reached(tmp_path, pair, monkeypatch, c
 
 
 def test_register_ctrl_c_without_a_field_writes_nothing(tmp_path, pair, monkeypatch):
-    module = sys.modules["dipreg.register"]
+    module = sys.modules["dipreg.methods.dip"]
 
     def interrupted(*args, **kwargs):
         raise module.RegistrationInterrupted([0.5], None)
@@ -351,7 +351,7 @@ def test_register_ctrl_c_without_a_field_writes_nothing(tmp_path, pair, monkeypa
 
 
 def test_register_records_threads_machine_and_the_warning(tmp_path, pair, monkeypatch, capsys):
-    module = sys.modules["dipreg.register"]
+    module = sys.modules["dipreg.methods.dip"]
     real = module.register
 
     def warns(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""dipreg.denoise: PSNR, seeded noise, and the deep-image-prior denoising loop of chapter 5."""
+"""dipreg.methods.denoise: PSNR, seeded noise, and the deep-image-prior denoising loop of chapter 5."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from dipreg.denoise import DenoiseResult, add_noise, dip_denoise, psnr
+from dipreg.methods.denoise import DenoiseResult, add_noise, dip_denoise, psnr
 
 
 @pytest.fixture(scope="module")

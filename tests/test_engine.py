@@ -1,10 +1,10 @@
-"""dipreg.engine: the one loop (NaN check, histories, early stopping per member, callback, Ctrl-C), the field
+"""dipreg.methods.engine: the one loop (NaN check, histories, early stopping per member, callback, Ctrl-C), the field
 modules and the noise readout, on toy objectives."""
 
 import pytest
 import torch
 
-from dipreg.engine import BatchField, Noise, ParameterField, RegistrationError, Stage, Terms, run
+from dipreg.methods.engine import BatchField, Noise, ParameterField, RegistrationError, Stage, Terms, run
 
 
 def quadratic(target: torch.Tensor, field: ParameterField):

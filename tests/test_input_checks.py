@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dipreg._validate import as_image, as_mask
-from dipreg.classical import register_classical
+from dipreg.methods.classical import register_classical
 from dipreg.metrics import ssim
 
 

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 import dipreg
-from dipreg.batch import register_many
 from dipreg.config import RegistrationConfig
 from dipreg.data import tissue_pair, tissue_pairs
 from dipreg.intensity import intensity_window, match_histogram, match_linear, rescale
 from dipreg.losses import mae
+from dipreg.methods.batch import register_many
+from dipreg.methods.dip import Plateau, RegistrationWarning, make_field, quality_check
 from dipreg.metrics import label_dice
 from dipreg.presets import get_preset
-from dipreg.register import Plateau, RegistrationWarning, make_field, quality_check
 
 TINY = dict(down=(8, 16, 16), up=(8, 16, 16), in_channels=8, readout_draws=2)
 

@@ -8,10 +8,10 @@ import torch
 from scipy import ndimage
 
 import dipreg
-from dipreg.affine import fit_affine
 from dipreg.config import RegistrationConfig, field_names
+from dipreg.methods.affine import fit_affine
+from dipreg.methods.dip import RegistrationError, Step, compiled_objective, make_field, objective, optimiser_images
 from dipreg.presets import PRESETS, default_config
-from dipreg.register import RegistrationError, Step, compiled_objective, make_field, objective, optimiser_images
 
 TINY = dict(down=(8, 16, 16), up=(8, 16, 16), in_channels=8, iterations=3, readout_draws=2)
 
@@ -80,7 +80,7 @@ def test_callback_sees_steps_and_can_stop():
 
 def test_a_callback_that_is_not_callable_is_refused_before_the_run(monkeypatch):
     m, f, _ = blob_pair()
-    monkeypatch.setattr(sys.modules["dipreg.register"], "make_field", lambda *a, **k: pytest.fail("the run started"))
+    monkeypatch.setattr(sys.modules["dipreg.methods.dip"], "make_field", lambda *a, **k: pytest.fail("the run started"))
     with pytest.raises(TypeError, match="callback: expected a function"):
         dipreg.register(m, f, progress=False, callback=5, **TINY)
 
@@ -140,7 +140,7 @@ def test_compiled_registration_agrees_with_eager_mode():
 
 
 def test_compile_failure_says_how_to_go_on(monkeypatch):
-    register_module = sys.modules["dipreg.register"]
+    register_module = sys.modules["dipreg.methods.dip"]
 
     def broken(*args, **kwargs):
         raise RuntimeError("InductorError: no working C++ compiler found")

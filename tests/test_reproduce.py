@@ -19,7 +19,7 @@ from dipreg.experiments import runner as rp
 from dipreg.experiments.report import format_summary, paper_table, summarize_results
 from dipreg.experiments.results import COLUMNS, load_results, write_results
 from dipreg.experiments.runner import reproduce
-from dipreg.register import RegistrationError
+from dipreg.methods.dip import RegistrationError
 
 PATIENTS = ("TCGA_AA_0001_20000101", "TCGA_BB_0002_20000202", "TCGA_CC_0003_20000303")
 TINY_DIP = {"iterations": 2, "readout_draws": 1, "down": (8, 8, 8), "up": (8, 8, 8), "in_channels": 4}
@@ -123,6 +123,9 @@ def test_resume_after_interruption(lgg, tmp_path):
     # a larger limit / another method extends the same file
     reproduce(lgg, out, methods=("classical",), **KW)
     assert len(load_results(out / "results.csv")) == 4
+    # a run of one method keeps the configuration of the other on record: its rows are still in the file
+    prov = json.loads((out / "provenance.json").read_text())
+    assert set(prov["methods"]) == {"dip", "classical"} and prov["methods"]["dip"]["config"]["down"] == [8, 8, 8]
 
 
 def _classical_run(lgg, out, **kw):
@@ -182,7 +185,7 @@ def test_missing_ants_is_skipped_once(lgg, tmp_path, monkeypatch, capsys):
 
 
 def test_failing_pair_is_recorded(lgg, tmp_path, monkeypatch):
-    reg_module = sys.modules["dipreg.register"]
+    reg_module = sys.modules["dipreg.methods.dip"]
     real = reg_module.register
     calls = []
 
@@ -285,7 +288,7 @@ def test_cli_reproduce_and_summarize(lgg, tmp_path, capsys):
 def test_cli_compile_reaches_every_dip_run(lgg, tmp_path, monkeypatch):
     """--compile is passed to the untimed warm-up (where the compilation happens) and to every timed run,
     and the run's provenance records it. (The spy runs eagerly: compilation itself is tested elsewhere.)"""
-    module = sys.modules["dipreg.register"]
+    module = sys.modules["dipreg.methods.dip"]
     real, seen = module.register, []
 
     def spy(*args, compile=False, **kwargs):
@@ -377,13 +380,13 @@ def test_an_unreadable_slice_costs_its_pair_only_and_is_retried_on_resume(tmp_pa
 
 
 def test_an_ants_failure_becomes_an_error_row(lgg, tmp_path, monkeypatch):
-    import dipreg.ants
+    import dipreg.methods.ants
 
     def broken(moving, fixed, **kwargs):
         raise RuntimeError("Registration failed with error code 1")
 
     monkeypatch.setattr(rp, "_ants_available", lambda: True)
-    monkeypatch.setattr(dipreg.ants, "register_ants", broken)
+    monkeypatch.setattr(dipreg.methods.ants, "register_ants", broken)
     rows = load_results(reproduce(lgg, tmp_path / "run", methods=("classical", "ants-SyN"), **KW))
     assert [r["method"] for r in rows] == ["classical", "ants-SyN"] * 2
     assert all(r["error"] == "RuntimeError: Registration failed with error code 1" for r in rows[1::2])

@@ -9,7 +9,7 @@ figures and tables.
 Axes (:data:`ABLATION_AXES`), each varied alone around the base configuration (one at a time, not
 a factorial design; the base value is added to an axis that lacks it):
 
-``method``      ``"dip"`` vs direct optimisation of the field (:func:`dipreg.classical.register_classical`)
+``method``      ``"dip"`` vs direct optimisation of the field (:func:`dipreg.methods.classical.register_classical`)
                 with weight 0 (``"classical-w0"``, no prior at all) and with its default weight (``"classical"``)
 ``depth``       number of generator scales (channels of the base config, truncated or the last one repeated)
 ``width``       channel multiplier of every scale
@@ -47,7 +47,7 @@ from dipreg._json import finite, jsonable
 from dipreg.data.pair import as_pairs
 from dipreg.experiments.files import atomic_write
 from dipreg.experiments.provenance import machine_info, now
-from dipreg.register import RegistrationError, check_seed, resolve_config, resolve_device
+from dipreg.methods.dip import RegistrationError, check_seed, resolve_config, resolve_device
 
 if TYPE_CHECKING:
     from dipreg.config import RegistrationConfig

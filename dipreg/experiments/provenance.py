@@ -106,8 +106,9 @@ def write_provenance(out: Path, previous: dict[str, Any], *, data_root: Path, ex
                      limit: int | None, plan: list[Planned], skipped: list[str], preset: str | None,
                      overrides: dict[str, Any] | None, device: Any, command: str | None, commit: str, resumed: int,
                      compile: bool, jobs: int) -> None:
-    """Write ``out/provenance.json``: the data set, the protocol, each method's preset and configuration, and the
-    runs so far (``previous["runs"]``, from :func:`read_provenance`) with this one appended."""
+    """Write ``out/provenance.json``: the data set, the protocol, each method's preset and configuration (those of
+    ``previous`` runs kept, this run's replacing them), and the runs so far (``previous["runs"]``, from
+    :func:`read_provenance`) with this one appended."""
     from dipreg import __version__
 
     path = out / PROVENANCE_FILE
@@ -132,7 +133,9 @@ def write_provenance(out: Path, previous: dict[str, Any], *, data_root: Path, ex
         "protocol": expected["protocol"], "slice": expected["slice"], "channel": expected["channel"],
         "size": int(expected["size"]) if expected["size"] else None, "seed": int(expected["seed"]),
         "limit": limit,
-        "methods": {m.name: {"preset": m.label, "config": m.config} for m in plan},
+        # the methods of earlier runs stay recorded: a resumed run may run only some of them
+        "methods": {**(previous.get("methods") if isinstance(previous.get("methods"), dict) else {}),
+                    **{m.name: {"preset": m.label, "config": m.config} for m in plan}},
         "skipped_methods": skipped,
         "dip_preset_argument": preset,
         "dip_overrides": dict(overrides or {}),

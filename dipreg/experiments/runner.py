@@ -16,9 +16,9 @@ Methods (the ``methods`` argument; :mod:`dipreg.methods` runs each):
 ``"dip"``
     :func:`dipreg.register` with ``preset`` (``None``: the device's default) and ``overrides``.
 ``"classical"``
-    :func:`dipreg.classical.register_classical` with its defaults (``method_options["classical"]``).
+    :func:`dipreg.methods.classical.register_classical` with its defaults (``method_options["classical"]``).
 ``"ants-<name>"``
-    :func:`dipreg.ants.register_ants`; ``<name>`` is a key of :data:`dipreg.ants.ANTS_SETTINGS`
+    :func:`dipreg.methods.ants.register_ants`; ``<name>`` is a key of :data:`dipreg.methods.ants.ANTS_SETTINGS`
     (``"ants-strong"``) or any ANTs ``type_of_transform`` (``"ants-SyN"``, the paper's comparator).
     Needs antspyx; without it the ANTs methods are reported once and skipped.
 
@@ -52,7 +52,7 @@ from dipreg.experiments.results import (
     write_results,
 )
 from dipreg.methods import Planned, plan
-from dipreg.register import check_seed, resolve_device
+from dipreg.methods.dip import check_seed, resolve_device
 
 DEFAULT_METHODS = ("dip", "classical", "ants-SyN", "ants-strong")
 

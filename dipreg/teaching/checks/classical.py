@@ -1,7 +1,7 @@
 """Checks for chapter "Classical registration" (``book/04_classical.ipynb``).
 
 ``check_diffusion`` and ``check_bending`` compare a student's regulariser with
-:func:`dipreg.classical.diffusion` and :func:`dipreg.classical.bending` on random (N, 2, H, W)
+:func:`dipreg.methods.classical.diffusion` and :func:`dipreg.methods.classical.bending` on random (N, 2, H, W)
 fields, insist that the result stays differentiable (a PyTorch tensor with a gradient), and name
 the usual slips: averaging over the channels too, central instead of forward differences, a
 missing mixed term or factor 2, the squared Laplacian instead of the bending energy.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dipreg.classical import bending, diffusion
+from dipreg.methods.classical import bending, diffusion
 from dipreg.teaching.checks import CheckFailed
 from dipreg.teaching.checks.cases import random_shape, run_with_alternatives
 
@@ -58,7 +58,8 @@ def _check(fn: Callable, what: str, case: Callable[[np.random.Generator], dict],
 
 
 def check_diffusion(fn: Callable, trials: int = 3, seed: int | None = None) -> bool:
-    """Check ``fn(u) -> energy`` for a (N, 2, H, W) tensor: the diffusion energy of :func:`dipreg.classical.diffusion`.
+    """Check ``fn(u) -> energy`` for a (N, 2, H, W) tensor: the diffusion energy of
+    :func:`dipreg.methods.classical.diffusion`.
 
     ``mean over pixels of sum over channels of (forward difference along rows)**2`` plus the same
     along columns; the result is a scalar tensor that autograd can differentiate.
@@ -100,7 +101,8 @@ def check_diffusion(fn: Callable, trials: int = 3, seed: int | None = None) -> b
 
 
 def check_bending(fn: Callable, trials: int = 3, seed: int | None = None) -> bool:
-    """Check ``fn(u) -> energy`` for a (N, 2, H, W) tensor: the bending energy of :func:`dipreg.classical.bending`.
+    """Check ``fn(u) -> energy`` for a (N, 2, H, W) tensor: the bending energy of
+    :func:`dipreg.methods.classical.bending`.
 
     ``mean(sum_c u_rr**2) + 2 mean(sum_c u_rc**2) + mean(sum_c u_cc**2)`` with central second
     differences ``u[r+1] - 2 u[r] + u[r-1]`` along each axis and the forward mixed difference

@@ -281,7 +281,7 @@ def loop_setup(moving: np.ndarray, fixed: np.ndarray, cfg: Any, seed: int) -> tu
     """What :func:`dipreg.register` starts from for ``cfg`` (paper parameterisation) and ``seed``: its generator
     (weights as register draws them), the images as (1, 1, H, W) tensors, and a ``draw_noise()`` that returns the
     same sequence of noise draws as register's loop."""
-    from dipreg.register import make_field
+    from dipreg.methods.dip import make_field
 
     dev = torch.device("cpu")
     model = make_field(cfg, moving.shape, seed, dev)

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dipreg._validate import ArrayLike, as_image, same_shape
-from dipreg.register import check_seed
+from dipreg.methods.dip import check_seed
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp
 
@@ -93,7 +93,7 @@ def _import_ants():
     try:
         import ants
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("dipreg.ants needs the optional ANTs bindings: pip install antspyx") from exc
+        raise ImportError("dipreg.methods.ants needs the optional ANTs bindings: pip install antspyx") from exc
     return ants
 
 

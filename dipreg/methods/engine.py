@@ -5,15 +5,15 @@ chapter "Classical registration" (``book/04_classical.ipynb``) and chapter "The 
 (``book/05_deep_image_prior.ipynb``) run it on a parameter field and on a denoising generator.
 
 A *field module* maps an input to a displacement (N, 2, H, W) in pixels, channel 0 rows, channel 1 columns:
-:class:`dipreg.register.DIPField` (noise -> generator -> field, paper eq. 2), :class:`ParameterField` (the field
+:class:`dipreg.methods.dip.DIPField` (noise -> generator -> field, paper eq. 2), :class:`ParameterField` (the field
 itself, paper eq. 1) or :class:`BatchField` (B modules of one architecture evaluated as one, for
 :func:`dipreg.register_many`). :class:`Noise` is the input of a noise-driven module: a fresh draw per iteration or
 one fixed draw, and the readout, the mean over ``draws`` fresh draws. :func:`run` is the loop: the caller's
 objective gives one loss per member (one member per pair), :func:`run` checks them for NaN, steps the optimiser,
 keeps one history per member, stops a member on a :class:`Plateau`, shows a progress bar, calls the callback and,
 when asked, turns Ctrl-C into ``Fit.stopped == "interrupted"`` (the field reached is kept). Methods configure it:
-:func:`dipreg.register`, :func:`dipreg.register_many`, :func:`dipreg.classical.register_classical` and
-:func:`dipreg.denoise.dip_denoise`.
+:func:`dipreg.register`, :func:`dipreg.register_many`, :func:`dipreg.methods.classical.register_classical` and
+:func:`dipreg.methods.denoise.dip_denoise`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ A randomly initialised :class:`~dipreg.generator.SkipGenerator` maps one *fixed*
 to an image, and its weights are fitted to a noisy image by gradient descent on the squared error.
 The network reproduces the image's structure long before it reproduces the noise, so the PSNR
 against the *clean* image first rises and then falls: stopping early is the regulariser.
-:func:`dip_denoise` runs that experiment (through :func:`dipreg.engine.run`, the loop of the registration
+:func:`dip_denoise` runs that experiment (through :func:`dipreg.methods.engine.run`, the loop of the registration
 methods) and records the whole PSNR curve and a few snapshots.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from dipreg._validate import ArrayLike, as_image, same_shape
-from dipreg.engine import Stage, Terms, run
 from dipreg.generator import SkipGenerator, init_normal_
-from dipreg.register import resolve_device
+from dipreg.methods.dip import resolve_device
+from dipreg.methods.engine import Stage, Terms, run
 
 
 def psnr(estimate: ArrayLike, reference: ArrayLike, *, data_range: float = 1.0) -> float:
@@ -118,7 +118,8 @@ def dip_denoise(clean: ArrayLike, noisy: ArrayLike, iterations: int = 1000, *, s
         A :class:`DenoiseResult` with the PSNR curve, the loss curve and the snapshots.
 
     Raises:
-        dipreg.engine.RegistrationError: the loss became NaN or inf (the loop is :func:`dipreg.engine.run`).
+        dipreg.methods.engine.RegistrationError: the loss became NaN or inf (the loop is
+            :func:`dipreg.methods.engine.run`).
     """
     x_clean = as_image(clean, "clean", allow_constant=True)
     x_noisy = as_image(noisy, "noisy", allow_constant=True)

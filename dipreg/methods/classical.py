@@ -7,8 +7,8 @@ the displacement ``u`` (pixels, channel 0 rows, channel 1 columns), optimised by
 With ``weight = 0`` the problem is ill-posed and the field folds; :data:`REGULARIZERS` holds the two
 classic hand-made priors, the diffusion (first-derivative) and bending (second-derivative) energies.
 Coarse-to-fine optimisation (``levels``) lets the field move by more than the few pixels the image
-gradient can see at full resolution. The field is a :class:`dipreg.engine.ParameterField` per level, optimised by
-:func:`dipreg.engine.run` (one stage per level), the loop every method shares.
+gradient can see at full resolution. The field is a :class:`dipreg.methods.engine.ParameterField` per level,
+optimised by :func:`dipreg.methods.engine.run` (one stage per level), the loop every method shares.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
-from dipreg.engine import ParameterField, Stage, Terms, checked, mean_loss, run
 from dipreg.intensity import MATCHES, check_clip, prepare_pair
 from dipreg.losses import get_loss
-from dipreg.register import Step, resolve_device
+from dipreg.methods.dip import Step, resolve_device
+from dipreg.methods.engine import ParameterField, Stage, Terms, checked, mean_loss, run
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, resize_displacement, warp, warp_tensor
 
@@ -174,7 +174,7 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
         seed: accepted for a uniform call shape; the method has no randomness (recorded in ``info``).
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
         progress: show a progress bar.
-        callback: called after every step with a :class:`dipreg.register.Step` whose displacement and
+        callback: called after every step with a :class:`dipreg.methods.dip.Step` whose displacement and
             warped image are at full resolution (coarse fields resized); returning ``True`` stops the run.
 
     Returns:

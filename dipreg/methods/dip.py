@@ -1,7 +1,7 @@
 """Deep-image-prior registration: optimise a random CNN's weights so that its output, read as a displacement,
 warps the moving image onto the fixed one (paper eq. 2 with ``config="paper"``; the default presets add the
 parts listed by :func:`dipreg.presets.differences`). The field is a :class:`DIPField`; the loop, shared with
-the other methods, is :func:`dipreg.engine.run`.
+the other methods, is :func:`dipreg.methods.engine.run`.
 
 Book: chapter "Registration with a deep image prior" (``book/07_dip_registration.ipynb``).
 """
@@ -20,9 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
-from dipreg.affine import affine_displacement, compose_affine, fit_affine, linear_part
 from dipreg.config import RegistrationConfig
-from dipreg.engine import (
+from dipreg.generator import SkipGenerator, init_normal_
+from dipreg.intensity import prepare_pair
+from dipreg.losses import field_penalty, get_loss
+from dipreg.methods.affine import affine_displacement, compose_affine, fit_affine, linear_part
+from dipreg.methods.engine import (
     Noise,
     Plateau,
     RegistrationError,
@@ -34,14 +37,11 @@ from dipreg.engine import (
     quality_check,
     run,
 )
-from dipreg.generator import SkipGenerator, init_normal_
-from dipreg.intensity import prepare_pair
-from dipreg.losses import field_penalty, get_loss
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
 
-# The loop, its early stopping, progress bar, errors and quality check live in dipreg.engine; the DIP method's
+# The loop, its early stopping, progress bar, errors and quality check live in dipreg.methods.engine; the DIP method's
 # public names are kept here, where the book and the user look for them.
 __all__ = ["DIPField", "Plateau", "RegistrationError", "RegistrationInterrupted", "RegistrationWarning", "Step",
            "compiled_objective", "make_field", "make_optimizer", "objective", "optimiser_images", "progress_bar",
@@ -169,7 +169,7 @@ class DIPField(torch.nn.Module):
         self.register_buffer("prealign_linear", None, persistent=False)
 
     def set_prealign(self, theta: torch.Tensor) -> None:
-        """Put the affine map ``theta`` (1, 2, 3), normalised units (:mod:`dipreg.affine`), before the field:
+        """Put the affine map ``theta`` (1, 2, 3), normalised units (:mod:`dipreg.methods.affine`), before the field:
         :meth:`forward` then returns the composition (the affine map first)."""
         self.prealign_shift = affine_displacement(theta, self.shape)
         self.prealign_linear = linear_part(theta, self.shape)

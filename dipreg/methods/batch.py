@@ -1,10 +1,10 @@
 """Register many pairs at once: B independent deep-image-prior fields trained in one batched loop.
 
-:func:`register_many` builds one :class:`dipreg.register.DIPField` per pair exactly as
+:func:`register_many` builds one :class:`dipreg.methods.dip.DIPField` per pair exactly as
 :func:`dipreg.register` does (same seed, same initial weights, same noise draws), stacks their parameters
 with :func:`torch.func.stack_module_state` and evaluates all B networks in one call with
-:func:`torch.func.functional_call` under :func:`torch.vmap` (:class:`dipreg.engine.BatchField`); the loop is
-:func:`dipreg.engine.run`, with one member per pair. Each network still sees a batch of one noise
+:func:`torch.func.functional_call` under :func:`torch.vmap` (:class:`dipreg.methods.engine.BatchField`); the loop is
+:func:`dipreg.methods.engine.run`, with one member per pair. Each network still sees a batch of one noise
 image, so BatchNorm (training mode, as in ``register``) normalises with that pair's own statistics: the
 batch-size-1 semantics of every pair are preserved. On a GPU the B small networks become grouped
 convolutions, which keeps the device busy where one 32 x 32 control grid alone cannot.
@@ -39,12 +39,12 @@ import numpy as np
 import torch
 
 from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
-from dipreg.affine import fit_affine
 from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
-from dipreg.engine import BatchField, Noise, Stage, Terms, checked, run
 from dipreg.losses import field_penalty, get_loss
-from dipreg.register import make_field, make_optimizer, optimiser_images, resolve_config, resolve_device
+from dipreg.methods.affine import fit_affine
+from dipreg.methods.dip import make_field, make_optimizer, optimiser_images, resolve_config, resolve_device
+from dipreg.methods.engine import BatchField, Noise, Stage, Terms, checked, run
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
 

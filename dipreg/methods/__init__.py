@@ -1,14 +1,20 @@
-"""The registration methods by name: one registry for the experiments, the ablations and the command line.
+"""The registration methods, and their registry by name for the experiments, the ablations and the command line.
+
+The folder holds one module per method: :mod:`~dipreg.methods.dip` (the paper's eq. 2 and the default built on
+it, :func:`dipreg.register`), :mod:`~dipreg.methods.classical` (eq. 1), :mod:`~dipreg.methods.ants` (ANTs, the
+comparator), :mod:`~dipreg.methods.batch` (many DIP pairs at once) and :mod:`~dipreg.methods.denoise` (the deep
+image prior's denoising demo); and what they share: :mod:`~dipreg.methods.engine` (the one optimisation loop)
+and :mod:`~dipreg.methods.affine` (the affine stage).
 
 Book: chapter "Reproducing the brain MRI results" (``book/09_reproduction.ipynb``) runs every method
 here on the LGG pairs; chapter "Ablations" compares DIP with the classical method through it.
 
 A method name is ``"dip"`` (:func:`dipreg.register`, the paper's eq. 2 or the default built on it),
-``"classical"`` (:func:`dipreg.classical.register_classical`, eq. 1) or ``"ants-<setting>"``
-(:func:`dipreg.ants.register_ants`; ``<setting>`` is a key of :data:`dipreg.ants.ANTS_SETTINGS`, such as
+``"classical"`` (:func:`dipreg.methods.classical.register_classical`, eq. 1) or ``"ants-<setting>"``
+(:func:`dipreg.methods.ants.register_ants`; ``<setting>`` is a key of :data:`dipreg.methods.ants.ANTS_SETTINGS`, such as
 ``"strong"``, or any ANTs ``type_of_transform``, such as ``"SyN"``). Each :class:`Method` says which type
-holds its settings (:class:`dipreg.RegistrationConfig`, :class:`dipreg.classical.ClassicalSettings`,
-:class:`dipreg.ants.AntsSettings`, each with ``to_dict()``), how to make them from a preset or options,
+holds its settings (:class:`dipreg.RegistrationConfig`, :class:`dipreg.methods.classical.ClassicalSettings`,
+:class:`dipreg.methods.ants.AntsSettings`, each with ``to_dict()``), how to make them from a preset or options,
 and runs them with one call shape::
 
     from dipreg import methods
@@ -27,15 +33,15 @@ from typing import Any
 
 import torch
 
-from dipreg import ants, classical
-from dipreg.ants import ANTS_SETTINGS, AntsSettings, check_ants_seed  # imports no antspyx itself
-from dipreg.classical import DEFAULTS, ClassicalSettings
 from dipreg.config import RegistrationConfig
-from dipreg.register import check_seed, resolve_config, resolve_device
+from dipreg.methods import ants, classical
+from dipreg.methods.ants import ANTS_SETTINGS, AntsSettings, check_ants_seed  # imports no antspyx itself
+from dipreg.methods.classical import DEFAULTS, ClassicalSettings
+from dipreg.methods.dip import check_seed, resolve_config, resolve_device
 from dipreg.result import RegistrationResult, Settings
 
-# The runners are looked up when called, so that a patched dipreg.register.register (tests) is the one run.
-_REGISTER = import_module("dipreg.register")  # the module: ``dipreg.register`` is also the function's name
+# The runners are looked up when called, so that a patched dipreg.methods.dip.register (tests) is the one run.
+_REGISTER = import_module("dipreg.methods.dip")  # the module: ``dipreg.register`` is also the function's name
 
 
 @dataclass(frozen=True)
