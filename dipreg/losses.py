@@ -58,9 +58,9 @@ def field_penalty(u: torch.Tensor, fold_weight: float = 0.0, volume_weight: floa
 
     The fold barrier is zero unless a pixel compresses below ``margin`` or folds (det J <= 0): not a smoothness
     prior, it acts only where the deformation is about to stop being invertible. The log det J variance is zero
-    for any affine map (constant det J), so it leaves a global change of size to an affine stage; squared, it is
-    the SD of log det J that book chapter "Evaluating a registration" reports as the roughness of a field, and
-    chapter "Architecture and regularisation" ("A volume regulariser") adds it to the default.
+    for any affine map (constant det J), so it leaves a global change of size to an affine stage; it is the square
+    of the SD of log det J that book chapter "Evaluating a registration" reports as the roughness of a field, and
+    chapter "Registration with a deep image prior" ("A volume regulariser") adds it to the default.
     """
     det = jacobian_determinant_tensor(u)
     total = det.new_zeros(())
