@@ -33,7 +33,6 @@ methods, in the folder :mod:`dipreg.methods` with their registry (:mod:`~dipreg.
 """
 
 from dipreg import data, methods, teaching
-from dipreg._validate import ArrayLike
 from dipreg.config import RegistrationConfig
 from dipreg.methods.batch import register_many
 from dipreg.methods.dip import RegistrationError, RegistrationInterrupted, register
@@ -41,6 +40,7 @@ from dipreg.metrics import jacobian_determinant, ssim
 from dipreg.presets import PRESETS, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp
+from dipreg.validate import ArrayLike
 
 __version__ = "0.1.0"
 

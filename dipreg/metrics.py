@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from dipreg._validate import ArrayLike, as_displacement, as_image, as_labels, as_mask, same_shape
 from dipreg.transform import warp
+from dipreg.validate import ArrayLike, as_displacement, as_image, as_labels, as_mask, same_shape
 
 
 def _positive_real(value: Any, name: str, what: str) -> float:

@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
-from dipreg._validate import ArrayLike, as_displacement
 from dipreg.metrics import jacobian_determinant
+from dipreg.validate import ArrayLike, as_displacement
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from dipreg._validate import ArrayLike
+    from dipreg.validate import ArrayLike
 
 
 class Settings(Protocol):

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import ArrayLike, as_displacement, as_image
+from dipreg.validate import ArrayLike, as_displacement, as_image
 
 ALIGN_CORNERS = True
 """The ``align_corners`` value used with every ``grid_sample`` call in dipreg."""

@@ -158,8 +158,8 @@ def test_pair_refuses_negative_and_non_finite_float_labels():
 def test_images_and_fields_refuse_complex_and_take_any_real_tensor():
     import torch
 
-    from dipreg._validate import as_displacement, as_image
     from dipreg.metrics import jacobian_determinant
+    from dipreg.validate import as_displacement, as_image
 
     img = np.random.default_rng(0).random((16, 16))
     with pytest.raises(TypeError, match="moving: .*complex"):

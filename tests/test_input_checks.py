@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dipreg._validate import as_image, as_mask
 from dipreg.methods.classical import register_classical
 from dipreg.metrics import ssim
+from dipreg.validate import as_image, as_mask
 
 
 @pytest.fixture(scope="module")

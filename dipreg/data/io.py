@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dipreg._validate import as_displacement, as_image
+from dipreg.validate import as_displacement, as_image
 
 READ_IMAGE_FORMATS = (".nii", ".nii.gz", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy")
 WRITE_IMAGE_FORMATS = (".nii", ".nii.gz", ".png", ".tif", ".tiff", ".npy")

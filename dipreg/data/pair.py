@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from dipreg._validate import as_displacement, as_image, as_labels, as_mask, same_shape
+from dipreg.validate import as_displacement, as_image, as_labels, as_mask, same_shape
 
 
 def _as_mask(x: Any, name: str, shape: tuple[int, int]) -> np.ndarray | None:

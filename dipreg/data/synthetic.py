@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from dipreg._validate import as_displacement, as_image
 from dipreg.data.pair import Pair
 from dipreg.metrics import jacobian_determinant
 from dipreg.transform import integrate_velocity, warp
+from dipreg.validate import as_displacement, as_image
 
 SeedLike = int | np.integer | np.random.Generator
 

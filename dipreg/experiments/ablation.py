@@ -43,10 +43,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dipreg import methods
-from dipreg._json import finite, jsonable
 from dipreg.data.pair import as_pairs
 from dipreg.experiments.files import atomic_write
 from dipreg.experiments.provenance import machine_info, now
+from dipreg.jsonutil import finite, jsonable
 from dipreg.methods.dip import RegistrationError, check_seed, resolve_config, resolve_device
 
 if TYPE_CHECKING:

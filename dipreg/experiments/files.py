@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from dipreg._json import jsonable
+from dipreg.jsonutil import jsonable
 
 
 @contextlib.contextmanager

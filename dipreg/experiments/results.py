@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dipreg._json import canonical
 from dipreg.experiments.files import atomic_write
+from dipreg.jsonutil import canonical
 
 if TYPE_CHECKING:
     from dipreg.methods import Planned

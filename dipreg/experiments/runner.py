@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 
-from dipreg._json import canonical
 from dipreg.data.lgg import channel_name
 from dipreg.experiments.files import run_lock, say
 from dipreg.experiments.provenance import PROVENANCE_FILE, git_commit, now, read_provenance, write_provenance
@@ -51,6 +50,7 @@ from dipreg.experiments.results import (
     row_metrics,
     write_results,
 )
+from dipreg.jsonutil import canonical
 from dipreg.methods import Planned, plan
 from dipreg.methods.dip import check_seed, resolve_device
 

@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.methods.dip import check_seed
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp
+from dipreg.validate import ArrayLike, as_image, same_shape
 
 if TYPE_CHECKING:
     from ants import ANTsImage

@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
 from dipreg.losses import field_penalty, get_loss
@@ -47,6 +46,7 @@ from dipreg.methods.dip import make_field, make_optimizer, optimiser_images, res
 from dipreg.methods.engine import BatchField, Noise, Stage, Terms, checked, run
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
+from dipreg.validate import ArrayLike, as_image, check_seed, same_shape
 
 __all__ = ["register_many"]
 

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
 from dipreg.intensity import MATCHES, check_clip, prepare_pair
 from dipreg.losses import get_loss
 from dipreg.methods.dip import Step, resolve_device
 from dipreg.methods.engine import ParameterField, Stage, Terms, checked, mean_loss, run
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, resize_displacement, warp, warp_tensor
+from dipreg.validate import ArrayLike, as_image, check_seed, same_shape
 
 
 def _check_field(u: torch.Tensor, name: str) -> None:

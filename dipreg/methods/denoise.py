@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from dipreg._validate import ArrayLike, as_image, same_shape
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.methods.dip import resolve_device
 from dipreg.methods.engine import Stage, Terms, run
+from dipreg.validate import ArrayLike, as_image, same_shape
 
 
 def psnr(estimate: ArrayLike, reference: ArrayLike, *, data_range: float = 1.0) -> float:

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg._validate import ArrayLike, as_image, check_seed, same_shape
 from dipreg.config import RegistrationConfig
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.intensity import prepare_pair
@@ -40,6 +39,7 @@ from dipreg.methods.engine import (
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
 from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
+from dipreg.validate import ArrayLike, as_image, check_seed, same_shape
 
 # The loop, its early stopping, progress bar, errors and quality check live in dipreg.methods.engine; the DIP method's
 # public names are kept here, where the book and the user look for them.

@@ -1,6 +1,5 @@
 """Checks for the exercises of the chapter "Registration with a deep image prior"
-(``book/07_dip_registration.ipynb``); those of "The deep image prior" are in :mod:`dipreg.teaching.checks.prior`
-(and importable from here too, for notebooks written before they moved).
+(``book/07_dip_registration.ipynb``); those of "The deep image prior" are in :mod:`dipreg.teaching.checks.prior`.
 
 Every check calls the student's function and dipreg's reference on fresh random input. When they
 disagree it compares the student's answer with a list of *typical wrong answers* computed on the same
@@ -20,7 +19,6 @@ from scipy import ndimage
 
 from dipreg.teaching.checks import CheckFailed, compare, not_implemented
 from dipreg.teaching.checks.cases import Variants, check_cases, close
-from dipreg.teaching.checks.prior import check_discrepancy_stop, check_psnr, reference_psnr  # noqa: F401
 from dipreg.transform import warp_tensor
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Input checks shared by every public entry point.
+"""Input checks shared by every public entry point, and the type ``ArrayLike`` that they accept.
 
 Each check raises a ``TypeError`` or ``ValueError`` that names the argument and says what was
 expected, so that bad input never surfaces as a deep PyTorch traceback.
