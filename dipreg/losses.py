@@ -62,6 +62,8 @@ def field_penalty(u: torch.Tensor, fold_weight: float = 0.0, volume_weight: floa
     of the SD of log det J that book chapter "Evaluating a registration" reports as the roughness of a field, and
     chapter "Registration with a deep image prior" ("A volume regulariser") adds it to the default.
     """
+    if not (fold_weight or volume_weight):
+        return u.new_zeros(())  # no term asked for: no det J to compute
     det = jacobian_determinant_tensor(u)
     total = det.new_zeros(())
     if fold_weight:

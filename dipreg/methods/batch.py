@@ -17,13 +17,8 @@ Agreement with ``register`` run pair by pair: the same starting point, not the s
 batched (grouped) convolutions sum in another order, and Adam turns rounding-level gradients into
 full-size steps (conv biases that feed a BatchNorm have an exact gradient of zero, so Adam steps along
 pure rounding noise), so the two runs drift apart like any float32 reordering of this optimisation.
-Measured (2026-11-30, 2-core Intel Xeon VM, 1 thread, the first two sample pairs, B = 2):
-
-* ``cpu`` preset at 256 x 256: max |du| 2e-3 to 7e-3 px after 1 step, 0.3 to 0.7 px after 5;
-  ``register`` alone with 2 threads instead of 1 drifts as far (3e-4 to 3e-3 px, 0.06 to 0.9 px);
-* ``paper`` preset at 64 x 64: 3e-3 to 0.13 px after 1 step;
-* full runs (``cpu`` preset, 256 x 256, 800 steps): final SSIM 0.8022 vs 0.8017 and 0.8779 vs
-  0.8773, no folded pixel either way.
+How far apart, for the presets and after how many steps, and the final SSIM of full runs either way:
+``BENCHMARKS.md`` ("``register_many`` against ``register``, pair by pair").
 
 The results are equally good registrations, not the same fields; compare quality metrics, not fields.
 ``tests/test_batch.py`` checks small networks (< 1e-4 px after one step, < 5 % of |u| after five).
@@ -91,7 +86,7 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
         seed: an int ``s`` (pair ``i`` gets seed ``s + i``; ``None`` means 0) or a list of one int per pair.
             Pair ``i`` starts exactly as ``dipreg.register(moving_i, fixed_i, config=..., seed=seed_i)`` (same
             weights, same noise draws); the float32 paths then drift apart as they do between thread
-            counts, to equally good results (measured figures in the module docstring).
+            counts, to equally good results (the module docstring; figures in ``BENCHMARKS.md``).
 
     Returns:
         One :class:`RegistrationResult` per pair, in order. ``seconds`` is the batch's wall time divided by
