@@ -7,7 +7,17 @@ import torch
 import dipreg
 from dipreg.data import sample_pair
 from dipreg.losses import get_loss
-from dipreg.methods.affine import affine_displacement, compose_affine, fit_affine, identity_theta, linear_part
+from dipreg.methods.affine import (
+    AREA_WARNING,
+    affine_displacement,
+    area_change,
+    area_warning,
+    compose_affine,
+    fit_affine,
+    identity_theta,
+    linear_part,
+)
+from dipreg.methods.engine import RegistrationWarning
 from dipreg.transform import compose, warp_tensor
 
 THETA = torch.tensor([[[1.06, 0.04, 0.03], [-0.05, 0.96, -0.04]]])
@@ -80,3 +90,37 @@ def test_register_many_fits_one_affine_per_pair():
 @pytest.mark.parametrize("preset", ["paper"])
 def test_paper_preset_has_no_prealignment(preset):
     assert dipreg.presets.get_preset(preset).prealign == "none"
+
+
+def test_area_change_is_the_det_j_of_the_map():
+    # the determinant of the linear part does not depend on the image's aspect ratio
+    for shape in ((64, 80), (97, 31)):
+        assert area_change(THETA, shape) == pytest.approx(float(torch.linalg.det(THETA[0, :, :2])), rel=1e-5)
+    # and it is the map's det J: the finite-difference Jacobian of x + a(x), rows and columns in pixels
+    a = affine_displacement(THETA, (64, 80))[0].double()
+    d_rows, d_cols = torch.gradient(a[0]), torch.gradient(a[1])
+    det = (1 + d_rows[0]) * (1 + d_cols[1]) - d_rows[1] * d_cols[0]
+    assert float(det.mean()) == pytest.approx(area_change(THETA, (64, 80)), rel=1e-4)
+
+
+def test_area_warning_only_past_the_limit():
+    scale = lambda s: torch.tensor([[[s, 0.0, 0.0], [0.0, s, 0.0]]])  # noqa: E731
+    assert area_warning(THETA, (64, 64)) is None
+    assert area_warning(scale(AREA_WARNING ** 0.5 * 0.99), (64, 64)) is None
+    assert "factor of 2.56" in area_warning(scale(1.6), (64, 64))
+    assert "factor of 0.36" in area_warning(scale(0.6), (64, 64))
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_register_warns_when_the_affine_stage_changes_area_a_lot(monkeypatch, many):
+    """A pre/post-contrast LGG pair with a grey background in one image made the affine stage shrink it to less
+    than half its area: the result says so instead of staying silent."""
+    big = torch.tensor([[[1.6, 0.0, 0.0], [0.0, 1.6, 0.0]]])
+    module = "dipreg.methods.batch" if many else "dipreg.methods.dip"
+    monkeypatch.setattr(f"{module}.fit_affine", lambda m, f, loss_fn: big.clone())
+    mm = _image(64)[0, 0].numpy()
+    kw = dict(progress=False, iterations=2, down=(8, 16), up=(8, 16), grid_scale=4, output_scale=4.0)
+    with pytest.warns(RegistrationWarning, match="changed the area by a factor of 2.56"):
+        res = dipreg.register_many([(mm, mm)], **kw)[0] if many else dipreg.register(mm, mm, **kw)
+    assert "prealign='none'" in res.info["warning"]
+    assert res.info["affine_area"] == pytest.approx(2.56, rel=1e-5)

@@ -63,6 +63,31 @@ def _downsample(image: torch.Tensor, factor: int) -> torch.Tensor:
     return image if factor == 1 else F.avg_pool2d(image, factor, ceil_mode=True)
 
 
+AREA_WARNING = 2.0
+"""An affine map that changes area by more than this factor, or less than its inverse, gets a warning
+(:func:`area_warning`): past it the stored LGG runs show the affine stage following a mismatch of background or
+contrast rather than anatomy about as often as a real difference in size (BENCHMARKS.md, session 9)."""
+
+
+def area_change(theta: torch.Tensor, shape: tuple[int, int]) -> float:
+    """The factor by which the affine map ``theta`` (1, 2, 3), normalised units, changes area on images of
+    ``shape`` (H, W): the determinant of its linear part in pixels, i.e. its det J. With the pull-back
+    convention a factor above 1 shrinks the moving image's content in the result."""
+    return float(torch.linalg.det(linear_part(theta, shape)[0].double()))
+
+
+def area_warning(theta: torch.Tensor, shape: tuple[int, int]) -> str | None:
+    """``None``, or a warning when :func:`area_change` is outside [1 / AREA_WARNING, AREA_WARNING]."""
+    factor = area_change(theta, shape)
+    if 1 / AREA_WARNING <= factor <= AREA_WARNING:
+        return None
+    return (f"the affine pre-alignment changed the area by a factor of {factor:.2f} (det J of the affine map). "
+            "Between subjects whose slices differ much in size that can be right; between images of one subject, "
+            "or when one image has a background the other lacks (grey rather than black, padding), the affine "
+            "stage has followed the intensities, not the anatomy: compare the images, or run without it "
+            "(prealign='none')")
+
+
 def fit_affine(moving: torch.Tensor, fixed: torch.Tensor,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
                levels: tuple[tuple[int, int], ...] = LEVELS, lr: float = 1e-2, patience: int = 20,

@@ -36,7 +36,7 @@ import torch
 from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
 from dipreg.losses import field_penalty, get_loss
-from dipreg.methods.affine import fit_affine
+from dipreg.methods.affine import area_change, area_warning, fit_affine
 from dipreg.methods.dip import make_field, make_optimizer, optimiser_images, resolve_config, resolve_device
 from dipreg.methods.engine import BatchField, Noise, Stage, Terms, checked, run
 from dipreg.result import RegistrationResult
@@ -150,12 +150,14 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     results = []
     for i, (mov, fix) in enumerate(data):
         disp, check = checked(m_t[i:i + 1], f_t[i:i + 1], u[i:i + 1], loss_fn, fit.histories[i],
-                              label=f"pairs[{i}]: ")
+                              label=f"pairs[{i}]: ",
+                              extra=None if thetas[i] is None else area_warning(thetas[i], shape))
         results.append(RegistrationResult(
             warped=warp(mov, disp), displacement=disp, history=fit.histories[i], config=cfg,
             seconds=batch_seconds / n, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(fit.histories[i]),
                   "stopped": fit.reason(i), "seed": seeds[i], "batch_size": n,
                   "batch_index": i, "batch_seconds": batch_seconds, **check,
-                  **({} if thetas[i] is None else {"affine": thetas[i][0].tolist()})}))
+                  **({} if thetas[i] is None else {"affine": thetas[i][0].tolist(),
+                                                          "affine_area": area_change(thetas[i], shape)})}))
     return results

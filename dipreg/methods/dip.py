@@ -23,7 +23,14 @@ from dipreg.config import RegistrationConfig
 from dipreg.generator import SkipGenerator, init_normal_
 from dipreg.intensity import prepare_pair
 from dipreg.losses import field_penalty, get_loss
-from dipreg.methods.affine import affine_displacement, compose_affine, fit_affine, linear_part
+from dipreg.methods.affine import (
+    affine_displacement,
+    area_change,
+    area_warning,
+    compose_affine,
+    fit_affine,
+    linear_part,
+)
 from dipreg.methods.engine import (
     Noise,
     Plateau,
@@ -355,13 +362,15 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
 
     def readout() -> RegistrationResult:
         u = noise.readout(model)
-        disp, check = checked(m_t, f_t, u, loss_fn, history, stacklevel=3)
+        disp, check = checked(m_t, f_t, u, loss_fn, history, stacklevel=3,
+                              extra=None if theta is None else area_warning(theta, mov.shape))
         return RegistrationResult(
             warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
             seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
                   "stopped": fit.stopped, "seed": seed, **check,
-                  **({} if theta is None else {"affine": theta[0].tolist()})},
+                  **({} if theta is None else {"affine": theta[0].tolist(),
+                                                    "affine_area": area_change(theta, mov.shape)})},
         )
 
     if fit.stopped != "interrupted":

@@ -99,16 +99,20 @@ def quality_check(moving: torch.Tensor, fixed: torch.Tensor, u: torch.Tensor,
 
 def checked(moving: torch.Tensor, fixed: torch.Tensor, u: torch.Tensor,
             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], history: list[float], *,
-            label: str = "", stacklevel: int = 2) -> tuple[np.ndarray, dict[str, Any]]:
+            label: str = "", stacklevel: int = 2, extra: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The final field ``u`` (1, 2, H, W), pixels, as a float64 (2, H, W) array and its :func:`quality_check`.
 
     Raises RegistrationError when ``u`` holds NaN or inf; warns (RegistrationWarning, ``stacklevel`` counted from
-    the caller of this function) when the check finds the pair less alike. ``label`` prefixes both messages.
+    the caller of this function) when the check finds the pair less alike, or when the caller passes a warning of
+    its own (``extra``, e.g. :func:`dipreg.methods.affine.area_warning`), both joined in ``check["warning"]``.
+    ``label`` prefixes the messages.
     """
     disp = u[0].double().cpu().numpy()
     if not np.all(np.isfinite(disp)):
         raise RegistrationError(f"{label}the final displacement contains NaN or inf", history)
     check = quality_check(moving, fixed, u, loss_fn)
+    if extra:
+        check["warning"] = f"{check['warning']}; {extra}" if check["warning"] else extra
     if check["warning"]:
         warnings.warn(f"{label}{check['warning']}", RegistrationWarning, stacklevel=stacklevel + 1)
     return disp, check
