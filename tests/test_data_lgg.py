@@ -12,11 +12,13 @@ import tifffile
 
 from dipreg.data import (
     CHANNELS,
+    DEVELOPMENT_PATIENTS,
     LGGVolume,
     Pair,
     default_lgg_root,
     download_lgg,
     find_root,
+    is_development,
     lgg_pairs,
     list_patients,
     load_patient,
@@ -227,6 +229,13 @@ def test_real_data_layout():
     assert vol.images.shape[1:] == (256, 256, 3) and vol.images.dtype == np.uint8
     assert list(vol.slice_numbers) == list(range(1, len(vol) + 1))
     assert vol.masks.any()
+
+
+@needs_real
+def test_development_patients_are_the_shared_ones():
+    """The default was chosen on ../shared/data's patients: the constant that splits results must name them."""
+    assert tuple(p.rsplit("_", 1)[0] for p in list_patients(REAL)) == DEVELOPMENT_PATIENTS
+    assert is_development("TCGA_HT_7686_19950629_11:flair") and not is_development("TCGA_CS_4941_19960909_12:flair")
 
 
 @needs_real

@@ -10,7 +10,8 @@ Every source returns a :class:`Pair` (moving, fixed, optional masks, labels, gro
   ground truth, ``warp(pair.moving, pair.displacement) == pair.fixed``.
 * :func:`lgg_pairs`, :func:`load_patient`, :func:`load_slice`, :func:`list_patients`, :func:`find_root`,
   :func:`default_lgg_root`: the Kaggle LGG Segmentation Dataset (read in place, never shipped);
-  :func:`download_lgg` fetches it with kagglehub.
+  :func:`download_lgg` fetches it with kagglehub; :data:`DEVELOPMENT_PATIENTS` / :func:`is_development`: the
+  six patients the default presets were chosen on.
 * :func:`read_image`, :func:`write_image`, :func:`read_displacement`, :func:`write_displacement`:
   NIfTI / PNG / TIFF / .npy.
 """
@@ -19,10 +20,12 @@ from dipreg.data.download import download_lgg
 from dipreg.data.io import read_displacement, read_image, write_displacement, write_image
 from dipreg.data.lgg import (
     CHANNELS,
+    DEVELOPMENT_PATIENTS,
     PROTOCOLS,
     LGGVolume,
     default_lgg_root,
     find_root,
+    is_development,
     lgg_pairs,
     list_patients,
     load_patient,
@@ -35,12 +38,14 @@ from dipreg.data.tissue import tissue_pair, tissue_pairs
 
 __all__ = [
     "CHANNELS",
+    "DEVELOPMENT_PATIENTS",
     "PROTOCOLS",
     "LGGVolume",
     "Pair",
     "default_lgg_root",
     "download_lgg",
     "find_root",
+    "is_development",
     "lgg_pairs",
     "list_patients",
     "load_patient",

@@ -35,6 +35,18 @@ CHANNELS: dict[str, int] = {"t1_pre": 0, "flair": 1, "t1_post": 2}
 PROTOCOLS = ("consecutive", "adjacent-slices", "pre-post")
 """Pairing protocols understood by :func:`lgg_pairs`."""
 
+DEVELOPMENT_PATIENTS = ("TCGA_CS_4942", "TCGA_CS_4944", "TCGA_CS_5393", "TCGA_HT_7686", "TCGA_HT_7693",
+                        "TCGA_HT_8563")
+"""The six patients of ``../shared/data`` (dates left out): every setting of the default presets was chosen on
+pairs among them, so results on pairs that hold none of them (:func:`is_development`) are reported on their own."""
+
+
+def is_development(image_id: str) -> bool:
+    """Is ``image_id`` (e.g. ``'TCGA_CS_4942_19970222_11:flair'``, as in a results row) an image of one of the
+    :data:`DEVELOPMENT_PATIENTS`?"""
+    return "_".join(str(image_id).split("_")[:3]) in DEVELOPMENT_PATIENTS
+
+
 ENV_VAR = "DIPREG_LGG_ROOT"
 _SHARED = Path("shared") / "data" / "lgg-mri-segmentation" / "kaggle_3m"
 _PATIENT_RE = re.compile(r"^TCGA_[A-Za-z0-9]+_[A-Za-z0-9]+_\d{8}$")
