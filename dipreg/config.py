@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dipreg.intensity import MATCHES, check_clip
+from dipreg.intensity import BACKGROUNDS, MATCHES, check_clip
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,10 @@ class RegistrationConfig:
             two foregrounds' middle quantiles, :func:`dipreg.intensity.match_linear`) or ``"histogram"`` (the
             moving foreground mapped onto the fixed one's distribution, :func:`dipreg.intensity.match_histogram`:
             also undoes a gamma). One modality only: between contrasts use ``loss="lncc"``.
+        intensity_background: with ``normalize``, what the intensity statistics leave out as background
+            (:func:`dipreg.intensity.foreground`): ``"darkest"`` (the darkest intensities and a flat dominant
+            level) or ``"border"`` (also a flat region of any grey level touching the image border, e.g. a grey
+            noisy background, which can otherwise pull the affine stage into shrinking the image).
     """
 
     preset: str = "custom"
@@ -105,6 +109,7 @@ class RegistrationConfig:
     normalize: bool = True
     intensity_clip: float = 0.0
     intensity_match: str = "none"
+    intensity_background: str = "darkest"
     notes: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -181,7 +186,7 @@ def field_names() -> list[str]:
 _CHOICES = {"upsample": ("nearest", "bilinear"), "padding": ("zeros", "reflection", "replicate"),
             "norm": ("batch", "instance", "none"), "activation": ("leaky_relu", "relu", "elu", "tanh"),
             "noise": ("fresh", "fixed"), "boundary": ("free", "fixed"), "loss": ("mae", "mse", "lncc"),
-            "optimizer": ("adam", "sgd"), "intensity_match": MATCHES,
+            "optimizer": ("adam", "sgd"), "intensity_match": MATCHES, "intensity_background": BACKGROUNDS,
             "prealign": ("none", "affine")}
 
 

@@ -1,5 +1,7 @@
 """The affine pre-alignment (dipreg.methods.affine) and its use by register / register_many."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,26 @@ def test_register_warns_when_the_affine_stage_changes_area_a_lot(monkeypatch, ma
         res = dipreg.register_many([(mm, mm)], **kw)[0] if many else dipreg.register(mm, mm, **kw)
     assert "prealign='none'" in res.info["warning"]
     assert res.info["affine_area"] == pytest.approx(2.56, rel=1e-5)
+
+
+def test_border_background_keeps_the_affine_stage_on_the_anatomy():
+    """A grey, noisy background that the fixed image lacks: with the darkest-intensity rule the affine stage
+    shrinks the brain (area x3, with a warning); leaving out the border-connected background gives nearly the
+    clean pair's map."""
+    from scipy import ndimage
+
+    pair = sample_pair()
+    m = pair.moving
+    head = ndimage.binary_fill_holes(m > 0.05 * m.max())
+    grey = np.where(head, m, 0.3 + 0.02 * np.random.default_rng(0).standard_normal(m.shape))
+    cpu = dipreg.presets.get_preset("cpu")
+    area = {}
+    for name, moving, background in (("clean", m, "darkest"), ("grey", grey, "darkest"), ("border", grey, "border")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = dipreg.register(moving, pair.fixed, seed=0, iterations=1, progress=False,
+                                  config=cpu.replace(intensity_background=background))
+        area[name] = res.info["affine_area"]
+        assert any(issubclass(w.category, RegistrationWarning) for w in caught) == (name == "grey")
+    assert area["grey"] > 2.0
+    assert area["border"] == pytest.approx(area["clean"], rel=0.1)  # the CSF rim (test_intensity) costs a little

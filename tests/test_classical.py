@@ -108,7 +108,8 @@ def test_result_fields_and_determinism(synthetic_pair):
     assert isinstance(a.config, ClassicalSettings) and a.info["seed"] == 1
     assert a.config.to_dict() == {"regularizer": "diffusion", "weight": 0.2, "loss": "mae", "lr": DEFAULTS["lr"],
                                   "iterations": [10, 15], "levels": 2, "intensity_clip": DEFAULTS["intensity_clip"],
-                                  "intensity_match": DEFAULTS["intensity_match"]}
+                                  "intensity_match": DEFAULTS["intensity_match"],
+                                  "intensity_background": "darkest"}
     np.testing.assert_allclose(a.history, np.array(a.info["data_history"]) + 0.2 * np.array(a.info["reg_history"]),
                                rtol=1e-5)
 

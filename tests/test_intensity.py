@@ -8,13 +8,22 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 import dipreg
 from dipreg.config import RegistrationConfig
-from dipreg.data import tissue_pair, tissue_pairs
-from dipreg.intensity import intensity_window, match_histogram, match_linear, rescale
+from dipreg.data import sample_pair, tissue_pair, tissue_pairs
+from dipreg.intensity import (
+    border_background,
+    foreground,
+    intensity_window,
+    match_histogram,
+    match_linear,
+    rescale,
+)
 from dipreg.losses import mae
 from dipreg.methods.batch import register_many
+from dipreg.methods.classical import register_classical
 from dipreg.methods.dip import Plateau, RegistrationWarning, make_field, quality_check
 from dipreg.metrics import label_dice
 from dipreg.presets import get_preset
@@ -52,6 +61,39 @@ def test_padding_below_the_tissue_is_not_foreground():
     lo, hi = intensity_window(padded, 0.005)
     assert lo > 0.39 and hi < 0.61
     assert np.all(rescale(padded, 0.005)[:, :6] == 0.0)
+
+
+def _grey_background(level: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's moving brain on a grey, noisy background instead of black, and its head mask."""
+    m = sample_pair().moving
+    head = ndimage.binary_fill_holes(m > 0.05 * m.max())
+    noise = np.random.default_rng(seed).standard_normal(m.shape)
+    return np.where(head, m, level * m.max() + 0.02 * m.max() * noise), head
+
+
+def test_border_background_finds_a_grey_background_and_nothing_in_a_texture():
+    grey, head = _grey_background()
+    bg = border_background(grey)
+    # a skull-stripped brain: only the rim of dark CSF at the grey level (~6 % of the head) joins the background
+    assert bg[~head].mean() > 0.95 and bg[head].mean() < 0.1
+    assert foreground(grey).mean() > 0.99  # the noise spreads the grey level over many bins: "darkest" keeps it
+    fg = foreground(grey, background="border")
+    assert fg[~head].mean() < 0.05 and fg[head].mean() > 0.9
+    texture = ndimage.gaussian_filter(np.random.default_rng(0).random((128, 96)), 6)  # no background at all
+    assert not border_background(texture).any()
+    assert np.array_equal(foreground(texture, background="border"), foreground(texture))
+    assert not border_background(np.ones((8, 8))).any()  # smaller than two frames, and constant
+
+
+def test_intensity_background_is_checked_everywhere():
+    assert RegistrationConfig(intensity_background="border").intensity_background == "border"
+    with pytest.raises(ValueError, match=r"intensity_background.*'darkest', 'border'"):
+        RegistrationConfig(intensity_background="grey")
+    with pytest.raises(ValueError, match=r"background.*'darkest', 'border'"):
+        foreground(np.eye(4), background="grey")
+    x = np.random.default_rng(0).random((32, 32))
+    with pytest.raises(ValueError, match="intensity_background"):
+        register_classical(x, x, intensity_background="grey", progress=False)
 
 
 @pytest.mark.parametrize("image", [np.zeros((8, 8)), np.eye(8), np.eye(8) * 3 + 1])

@@ -503,3 +503,19 @@ def test_cli_jobs_reaches_reproduce(tmp_path, monkeypatch, capsys):
     assert main(base) == 0 and main([*base, "--jobs", "3"]) == 0
     assert seen == [1, 3]
     assert main([*base, "--jobs", "0"]) == 2 and "positive integer" in capsys.readouterr().err
+
+
+def test_rows_from_before_a_new_settings_field_still_resume(lgg, tmp_path):
+    """A row written before a settings field existed (here the classical method's intensity_background) counts
+    with the field's default, which reproduces the old behaviour; another value of the field is refused."""
+    out = tmp_path / "run"
+    path = _classical_run(lgg, out, limit=1)
+    field = '""intensity_background"":""darkest"",'
+    assert field in path.read_text()
+    path.write_text(path.read_text().replace(field, ""))
+    before = path.read_bytes()
+    _classical_run(lgg, out, limit=1)  # nothing left to do, no error
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="intensity_background: 'darkest' in the file, 'border' now"):
+        _classical_run(lgg, out, limit=1,
+                       method_options={"classical": {**TINY_CLASSICAL, "intensity_background": "border"}})

@@ -11,6 +11,7 @@ refused with a ValueError that says what is wrong and how to start afresh.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -160,9 +161,12 @@ def write_results(path: Path, rows: Sequence[dict[str, Any]] = ()) -> None:
 
 def check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan: list[Planned], path: Path) -> None:
     """Refuse (ValueError) to resume the results ``rows`` of ``path`` with another protocol, slice, channel, size,
-    seed or method configuration than this run's (``expected``, ``plan``)."""
+    seed or method configuration than this run's (``expected``, ``plan``). A field added to a method's settings
+    after a row ran counts with its default value, which reproduces the behaviour from before it existed."""
     hint = _move_away_hint(path)
     configs = {m.name: canonical(m.config) for m in plan}
+    defaults = {m.name: json.loads(canonical(type(m.settings)().to_dict())) for m in plan
+                if dataclasses.is_dataclass(m.settings)}
     for i, row in enumerate(rows):
         line = i + 2
         for key in _RUN_KEYS:
@@ -175,9 +179,12 @@ def check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan:
         if want is not None and row["config"] != want:
             try:
                 old, new = json.loads(row["config"]), json.loads(want)
+                old = {**defaults.get(row["method"], {}), **old}
+                if old == new:
+                    continue
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 detail = "; ".join(f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in diff[:4])
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, TypeError):
                 detail = "the file's config is not valid JSON"
             raise ValueError(f"{path}: line {line} ran method {row['method']!r} with another configuration ({detail}). "
                              f"Run with the same settings to resume, or {hint}")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dipreg.intensity import MATCHES, check_clip, prepare_pair
+from dipreg.intensity import MATCHES, check_background, check_clip, prepare_pair
 from dipreg.losses import get_loss
 from dipreg.methods.dip import Step, resolve_device
 from dipreg.methods.engine import ParameterField, Stage, Terms, checked, mean_loss, run
@@ -94,6 +94,7 @@ class ClassicalSettings:
     levels: int = 5
     intensity_clip: float = 0.005
     intensity_match: str = "linear"
+    intensity_background: str = "darkest"
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as keyword arguments of :func:`register_classical` (JSON-ready)."""
@@ -137,7 +138,8 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
                        weight: float = DEFAULTS["weight"], loss: str = DEFAULTS["loss"], lr: float = DEFAULTS["lr"],
                        iterations: int | Sequence[int] = DEFAULTS["iterations"], levels: int = DEFAULTS["levels"],
                        intensity_clip: float = DEFAULTS["intensity_clip"],
-                       intensity_match: str = DEFAULTS["intensity_match"], seed: int | None = None,
+                       intensity_match: str = DEFAULTS["intensity_match"],
+                       intensity_background: str = DEFAULTS["intensity_background"], seed: int | None = None,
                        device: str | torch.device | None = None, progress: bool = True,
                        callback: Callable[[Step], bool | None] | None = None) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` by optimising the displacement directly (paper eq. 1).
@@ -168,6 +170,8 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
             rescaling (:func:`dipreg.intensity.rescale`; 0 = min-max). Default 0.005, as ANTs' scripts.
         intensity_match: ``"none"``, ``"linear"`` (default: the moving image brought to the fixed image's
             intensity scale and offset) or ``"histogram"``; see :func:`dipreg.intensity.prepare_pair`.
+        intensity_background: ``"darkest"`` (default) or ``"border"``: what the intensity statistics leave out
+            as background (:func:`dipreg.intensity.foreground`).
         levels: number of pyramid levels, coarse to fine by factors of 2. Default 5 (16 x 16 at the
             coarsest for 256 x 256); fewer levels register less of a large motion. The coarsest level must keep
             at least 4 x 4 pixels.
@@ -209,6 +213,7 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     intensity_clip = check_clip(intensity_clip, "intensity_clip")
     if intensity_match not in MATCHES:
         raise ValueError(f"intensity_match: expected one of {list(MATCHES)}, got {intensity_match!r}")
+    check_background(intensity_background, "intensity_background")
     its = _iterations_per_level(iterations, levels)
     shape = mov.shape
     factors = [2 ** (levels - 1 - k) for k in range(levels)]
@@ -220,11 +225,12 @@ def register_classical(moving: ArrayLike, fixed: ArrayLike, *, regularizer: str 
     dev = resolve_device(device)
     reg_fn = REGULARIZERS[regularizer]
     config = ClassicalSettings(regularizer=regularizer, weight=float(weight), loss=loss, lr=float(lr), iterations=its,
-                               levels=levels, intensity_clip=intensity_clip, intensity_match=intensity_match)
+                               levels=levels, intensity_clip=intensity_clip, intensity_match=intensity_match,
+                               intensity_background=intensity_background)
     start = time.perf_counter()
 
     m_full, f_full = (torch.as_tensor(x, dtype=torch.float32, device=dev)[None, None]
-                      for x in prepare_pair(mov, fix, intensity_clip, intensity_match))
+                      for x in prepare_pair(mov, fix, intensity_clip, intensity_match, intensity_background))
     data_hist: list[float] = []
     reg_hist: list[float] = []
     level_starts: list[int] = []

@@ -231,10 +231,11 @@ def optimiser_images(moving: np.ndarray, fixed: np.ndarray, cfg: RegistrationCon
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The two (H, W) images as the optimiser sees them: float32 (H, W) tensors on ``device``.
 
-    ``cfg.normalize``: both mapped to [0, 1] by :func:`dipreg.intensity.prepare_pair` with ``cfg.intensity_clip``
-    and ``cfg.intensity_match``; otherwise as they are.
+    ``cfg.normalize``: both mapped to [0, 1] by :func:`dipreg.intensity.prepare_pair` with ``cfg.intensity_clip``,
+    ``cfg.intensity_match`` and ``cfg.intensity_background``; otherwise as they are.
     """
-    m, f = prepare_pair(moving, fixed, cfg.intensity_clip, cfg.intensity_match) if cfg.normalize else (moving, fixed)
+    m, f = (prepare_pair(moving, fixed, cfg.intensity_clip, cfg.intensity_match, cfg.intensity_background)
+            if cfg.normalize else (moving, fixed))
     return (torch.as_tensor(m, dtype=torch.float32, device=device),
             torch.as_tensor(f, dtype=torch.float32, device=device))
 
