@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +339,33 @@ def test_register_ctrl_c_writes_the_field_reached(tmp_path, pair, monkeypatch, c
     report = json.loads((out / "metrics.json").read_text())
     assert report["stopped"] == "interrupted" and report["iterations"] == 2
     assert (out / "displacement.npy").is_file() and (out / "warped.npy").is_file()
+
+
+def test_sigterm_is_an_interrupt_that_keeps_the_field(tmp_path, pair, capsys):
+    """``kill`` (SIGTERM) during a registration ends it like Ctrl-C: exit code 130 and the field reached,
+    marked as interrupted; the process's own SIGTERM handler is back afterwards."""
+    m, f = write_pair(tmp_path, pair, ".npy")
+    out = tmp_path / "out"
+    caught = []
+
+    def late(*args):  # a signal after main() returned must not end pytest
+        caught.append(args)
+
+    previous = signal.signal(signal.SIGTERM, late)
+    try:
+        timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+        timer.start()
+        args = [a if a != "2" else "1000000" for a in TINY]  # far more iterations than 1.5 s allow
+        code = main(["register", str(m), str(f), "--out", str(out), *args, "--set", "patience=0"])
+        timer.join()
+        assert signal.getsignal(signal.SIGTERM) is late  # main put back the handler it found
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 130 and not caught
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["stopped"] == "interrupted" and 0 < report["iterations"] < 1000000
+    assert (out / "displacement.npy").is_file()
+    assert "interrupted" in capsys.readouterr().err
 
 
 def test_register_ctrl_c_without_a_field_writes_nothing(tmp_path, pair, monkeypatch):
