@@ -84,8 +84,9 @@ def area_warning(theta: torch.Tensor, shape: tuple[int, int]) -> str | None:
     return (f"the affine pre-alignment changed the area by a factor of {factor:.2f} (det J of the affine map). "
             "Between subjects whose slices differ much in size that can be right; between images of one subject, "
             "or when one image has a background the other lacks (grey rather than black, padding), the affine "
-            "stage has followed the intensities, not the anatomy: compare the images; for a grey background "
-            "set intensity_background='border', or run without the stage (prealign='none')")
+            "stage has followed the intensities, not the anatomy: compare the images; between two contrasts use "
+            "loss='lncc', for a grey background intensity_background='border', or run without the stage "
+            "(prealign='none')")
 
 
 def fit_affine(moving: torch.Tensor, fixed: torch.Tensor,
