@@ -38,3 +38,15 @@ def jsonable(obj: Any) -> Any:
 def canonical(obj: Any) -> str:
     """``obj`` as compact JSON with sorted keys: the same settings always give the same text."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=jsonable)
+
+
+def changed_settings(recorded: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """The keys whose value in ``recorded`` (settings stored with an earlier run) differs from ``current``, sorted.
+
+    A key that ``recorded`` lacks counts with its value in ``defaults``: a field added to the settings after
+    the run reproduces, at its default, the behaviour from before it existed. Values are compared as JSON
+    (tuples and lists alike).
+    """
+    old = json.loads(canonical({**defaults, **recorded}))
+    new = json.loads(canonical(current))
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -31,3 +31,18 @@ def write_singular_nifti():
         nib.save(nib.Nifti1Image(image[:, :, None].astype(np.float32), None, header=header), str(path))
 
     return write
+
+
+@pytest.fixture
+def grey_background():
+    """The sample pair's moving brain on a grey, noisy background (0.3 + 0.02 N(0, 1); the brain spans [0, 1])
+    instead of black, as some scanners and converters deliver it, and its head mask: ``(image, head)``."""
+    import numpy as np
+    from scipy import ndimage
+
+    from dipreg.data import sample_pair
+
+    m = sample_pair().moving
+    head = ndimage.binary_fill_holes(m > 0.05 * m.max())
+    noise = np.random.default_rng(0).standard_normal(m.shape)
+    return np.where(head, m, 0.3 * m.max() + 0.02 * m.max() * noise), head

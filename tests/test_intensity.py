@@ -12,7 +12,7 @@ from scipy import ndimage
 
 import dipreg
 from dipreg.config import RegistrationConfig
-from dipreg.data import sample_pair, tissue_pair, tissue_pairs
+from dipreg.data import tissue_pair, tissue_pairs
 from dipreg.intensity import (
     border_background,
     foreground,
@@ -63,16 +63,8 @@ def test_padding_below_the_tissue_is_not_foreground():
     assert np.all(rescale(padded, 0.005)[:, :6] == 0.0)
 
 
-def _grey_background(level: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The sample's moving brain on a grey, noisy background instead of black, and its head mask."""
-    m = sample_pair().moving
-    head = ndimage.binary_fill_holes(m > 0.05 * m.max())
-    noise = np.random.default_rng(seed).standard_normal(m.shape)
-    return np.where(head, m, level * m.max() + 0.02 * m.max() * noise), head
-
-
-def test_border_background_finds_a_grey_background_and_nothing_in_a_texture():
-    grey, head = _grey_background()
+def test_border_background_finds_a_grey_background_and_nothing_in_a_texture(grey_background):
+    grey, head = grey_background
     bg = border_background(grey)
     # a skull-stripped brain: only the rim of dark CSF at the grey level (~6 % of the head) joins the background
     assert bg[~head].mean() > 0.95 and bg[head].mean() < 0.1

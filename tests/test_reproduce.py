@@ -519,3 +519,13 @@ def test_rows_from_before_a_new_settings_field_still_resume(lgg, tmp_path):
     with pytest.raises(ValueError, match="intensity_background: 'darkest' in the file, 'border' now"):
         _classical_run(lgg, out, limit=1,
                        method_options={"classical": {**TINY_CLASSICAL, "intensity_background": "border"}})
+
+
+def test_changed_settings_counts_a_field_added_later_at_its_default():
+    """The rule shared by resuming a results file and by the ladder's stale rungs."""
+    from dipreg.jsonutil import changed_settings
+
+    assert changed_settings({"a": 1}, {"a": 1, "b": 2}, {"b": 2}) == []
+    assert changed_settings({"a": 1}, {"a": 1, "b": 3}, {"b": 2}) == ["b"]
+    assert changed_settings({"a": [1, 2]}, {"a": (1, 2)}, {}) == []
+    assert changed_settings({"a": 1, "c": 0}, {"a": 2}, {}) == ["a", "c"]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dipreg.experiments.files import atomic_write
-from dipreg.jsonutil import canonical
+from dipreg.jsonutil import canonical, changed_settings
 
 if TYPE_CHECKING:
     from dipreg.methods import Planned
@@ -179,10 +179,10 @@ def check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan:
         if want is not None and row["config"] != want:
             try:
                 old, new = json.loads(row["config"]), json.loads(want)
-                old = {**defaults.get(row["method"], {}), **old}
-                if old == new:
+                diff = changed_settings(old, new, defaults.get(row["method"], {}))
+                if not diff:
                     continue
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                old = {**defaults.get(row["method"], {}), **old}
                 detail = "; ".join(f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in diff[:4])
             except (ValueError, AttributeError, TypeError):
                 detail = "the file's config is not valid JSON"

@@ -27,6 +27,7 @@ import numpy as np
 from dipreg.config import RegistrationConfig
 from dipreg.experiments.files import atomic_write, run_lock, say, write_json
 from dipreg.experiments.provenance import PROVENANCE_FILE, git_commit, machine_info, now, read_provenance, versions
+from dipreg.jsonutil import changed_settings
 
 STEPS_FILE = "steps.jsonl"
 FIGURE_FILE = "figure.npz"
@@ -200,8 +201,7 @@ def stale_rungs(rows: Iterable[dict[str, Any]], recorded: dict[str, Any],
         config = recorded.get(name, {}).get("config")
         if name not in ladder:
             stale[name] = "that is no longer a rung of the ladder"
-        elif config is None or json.loads(json.dumps({**defaults, **config})) != json.loads(
-                json.dumps(ladder[name].to_dict())):
+        elif config is None or changed_settings(config, ladder[name].to_dict(), defaults):
             stale[name] = "whose configuration has changed since they ran"
     return stale
 
