@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--jobs", type=_positive_int, default=1,
                      help="run the pairs in JOBS worker processes, one torch thread each (default 1: one after "
                           "the other, here)")
+    rep.add_argument("--rerun-changed", action="store_true",
+                     help="run again the rows of a method that ran with another configuration than it has now "
+                          "(after a preset changed) instead of refusing the folder; other rows are kept")
 
     summ = sub.add_parser("summarize", help="mean ± SD per method of a results.csv")
     summ.add_argument("results", help="results.csv (or the folder holding it)")
@@ -407,7 +410,8 @@ def cmd_reproduce(args: argparse.Namespace, argv: Sequence[str]) -> int:
         path = reproduce(args.data, args.out, methods=args.methods, protocol=args.protocol, slice=args.slice,
                          channel=args.channel, limit=args.limit, size=args.size, preset=args.preset,
                          device=args.device, seed=args.seed, progress=not args.no_progress, overrides=overrides,
-                         method_options=method_options, command=command, compile=args.compile, jobs=args.jobs)
+                         method_options=method_options, command=command, compile=args.compile, jobs=args.jobs,
+                         rerun_changed=args.rerun_changed)
     except KeyboardInterrupt:
         n = len(load_results(path)) if path.exists() else 0
         print(f"dipreg reproduce: interrupted; {n} finished row(s) are saved in {path}. Run the same command again "

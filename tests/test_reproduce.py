@@ -21,6 +21,7 @@ from dipreg.experiments.results import COLUMNS, load_results, write_results
 from dipreg.experiments.runner import reproduce
 from dipreg.methods.dip import RegistrationError
 
+ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = ("TCGA_AA_0001_20000101", "TCGA_BB_0002_20000202", "TCGA_CC_0003_20000303")
 TINY_DIP = {"iterations": 2, "readout_draws": 1, "down": (8, 8, 8), "up": (8, 8, 8), "in_channels": 4}
 TINY_CLASSICAL = {"iterations": 2, "levels": 2}
@@ -519,6 +520,50 @@ def test_rows_from_before_a_new_settings_field_still_resume(lgg, tmp_path):
     with pytest.raises(ValueError, match="intensity_background: 'darkest' in the file, 'border' now"):
         _classical_run(lgg, out, limit=1,
                        method_options={"classical": {**TINY_CLASSICAL, "intensity_background": "border"}})
+
+
+def test_rerun_changed_runs_again_only_the_rows_of_a_changed_configuration(lgg, tmp_path, capsys):
+    """After a preset changes, rerun_changed replaces the rows of that method and keeps every other row."""
+    out = tmp_path / "run"
+    path = reproduce(lgg, out, methods=("dip", "classical"), limit=2, **KW)
+    before = path.read_text().splitlines()
+    changed = dict(KW, overrides={**TINY_DIP, "lr": 2e-3})
+    with pytest.raises(ValueError, match="--rerun-changed"):
+        reproduce(lgg, out, methods=("dip",), limit=2, **changed)
+    assert path.read_text().splitlines() == before  # refused: nothing touched
+    reproduce(lgg, out, methods=("dip",), limit=2, rerun_changed=True, **changed)
+    assert "2 row(s)" in capsys.readouterr().err
+    after = path.read_text().splitlines()
+    assert len(after) == len(before) == 5
+    assert [x for x in after if ",classical," in x] == [x for x in before if ",classical," in x]
+    dip = [r for r in load_results(path) if r["method"] == "dip"]
+    assert len(dip) == 2 and all(json.loads(r["config"])["lr"] == 2e-3 for r in dip)
+    reproduce(lgg, out, methods=("dip",), limit=2, rerun_changed=True, **changed)  # nothing left to do
+    assert path.read_text().splitlines() == after
+
+
+def test_regenerate_stored_reruns_what_a_preset_change_affects_in_the_stage_only(lgg, tmp_path, monkeypatch):
+    """scripts/regenerate_stored.py: a stored run is copied to the stage and only the rows of the changed
+    preset run again there; the stored run itself is not touched, and a second call has nothing to do."""
+    import importlib.util
+
+    import dipreg.presets
+
+    spec = importlib.util.spec_from_file_location("regenerate_stored", ROOT / "scripts" / "regenerate_stored.py")
+    regen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(regen)
+    book, stage = tmp_path / "book", tmp_path / "stage"
+    stored = reproduce(lgg, book / "lgg_local_x", methods=("dip",), limit=2, **dict(KW, method_options=None))
+    before = stored.read_text()
+    monkeypatch.setattr(regen, "BOOK", book)
+    monkeypatch.setenv("DIPREG_LGG_ROOT", str(lgg))
+    regen.regenerate_lgg("lgg_local_x", stage, None, jobs=1)
+    assert (stage / "lgg_local_x" / "results.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
+    monkeypatch.setitem(dipreg.presets.PRESETS, "cpu", dipreg.presets.PRESETS["cpu"].replace(lr=2e-3))
+    regen.regenerate_lgg("lgg_local_x", stage, None, jobs=1)
+    rows = load_results(stage / "lgg_local_x" / "results.csv")
+    assert len(rows) == 2 and all(json.loads(r["config"])["lr"] == 2e-3 for r in rows)
+    assert stored.read_text() == before
 
 
 def test_changed_settings_counts_a_field_added_later_at_its_default():

@@ -159,14 +159,34 @@ def write_results(path: Path, rows: Sequence[dict[str, Any]] = ()) -> None:
             fh.write(_line([_fmt(row.get(c)) for c in COLUMNS]))
 
 
-def check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan: list[Planned], path: Path) -> None:
-    """Refuse (ValueError) to resume the results ``rows`` of ``path`` with another protocol, slice, channel, size,
-    seed or method configuration than this run's (``expected``, ``plan``). A field added to a method's settings
-    after a row ran counts with its default value, which reproduces the behaviour from before it existed."""
-    hint = _move_away_hint(path)
+def config_changes(rows: list[dict[str, Any]], plan: list[Planned]) -> dict[int, str]:
+    """The rows of a method of ``plan`` that ran with another configuration than it has now (a preset changed):
+    ``{index in rows: what differs}``. A field added to a method's settings after a row ran counts with its
+    default value, which reproduces the behaviour from before it existed."""
     configs = {m.name: canonical(m.config) for m in plan}
     defaults = {m.name: json.loads(canonical(type(m.settings)().to_dict())) for m in plan
                 if dataclasses.is_dataclass(m.settings)}
+    changes = {}
+    for i, row in enumerate(rows):
+        want = configs.get(row["method"])
+        if want is None or row["config"] == want:
+            continue
+        try:
+            old, new = json.loads(row["config"]), json.loads(want)
+            diff = changed_settings(old, new, defaults.get(row["method"], {}))
+            if not diff:
+                continue
+            old = {**defaults.get(row["method"], {}), **old}
+            changes[i] = "; ".join(f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in diff[:4])
+        except (ValueError, AttributeError, TypeError):
+            changes[i] = "the file's config is not valid JSON"
+    return changes
+
+
+def check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan: list[Planned], path: Path) -> None:
+    """Refuse (ValueError) to resume the results ``rows`` of ``path`` with another protocol, slice, channel, size,
+    seed or method configuration than this run's (``expected``, ``plan``; :func:`config_changes`)."""
+    hint = _move_away_hint(path)
     for i, row in enumerate(rows):
         line = i + 2
         for key in _RUN_KEYS:
@@ -175,19 +195,10 @@ def check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan:
                 raise ValueError(f"{path}: line {line} was made with {key}={have!r}, this run has {key}="
                                  f"{expected[key]!r}; rows of different runs cannot share a results file. Run with "
                                  f"the same settings to resume, or {hint}")
-        want = configs.get(row["method"])
-        if want is not None and row["config"] != want:
-            try:
-                old, new = json.loads(row["config"]), json.loads(want)
-                diff = changed_settings(old, new, defaults.get(row["method"], {}))
-                if not diff:
-                    continue
-                old = {**defaults.get(row["method"], {}), **old}
-                detail = "; ".join(f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in diff[:4])
-            except (ValueError, AttributeError, TypeError):
-                detail = "the file's config is not valid JSON"
-            raise ValueError(f"{path}: line {line} ran method {row['method']!r} with another configuration ({detail}). "
-                             f"Run with the same settings to resume, or {hint}")
+    for i, detail in config_changes(rows, plan).items():
+        raise ValueError(f"{path}: line {i + 2} ran method {rows[i]['method']!r} with another configuration "
+                         f"({detail}). Run with the same settings to resume, rerun_changed=True (--rerun-changed) "
+                         f"to run such rows again, or {hint}")
 
 
 def row_metrics(result: Any, pair: Any) -> dict[str, float]:

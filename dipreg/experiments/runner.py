@@ -46,6 +46,7 @@ from dipreg.experiments.results import (
     RESULTS_FILE,
     append_row,
     check_compatible,
+    config_changes,
     load_results,
     row_metrics,
     write_results,
@@ -114,7 +115,7 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
               preset: str | None = None, device: str | None = None, seed: int = 0, progress: bool = True,
               overrides: dict[str, Any] | None = None, method_options: dict[str, dict[str, Any]] | None = None,
               command: str | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
-              compile: bool = False, jobs: int = 1) -> Path:
+              compile: bool = False, jobs: int = 1, rerun_changed: bool = False) -> Path:
     """Run every method on every LGG pair and append one row per (pair, method) to ``out_dir/results.csv``.
 
     Args:
@@ -141,16 +142,20 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
             are the same as a serial run with one torch thread (``seconds`` and ``date`` aside), written by
             this process one at a time in the same order; on an interrupt the rows already finished are
             written and the runs in flight are lost. Recorded in the run's provenance.
+        rerun_changed: rows of a method that ran with another configuration than ``preset``/``overrides`` (or
+            ``method_options``) give it now, as after a change of a preset, are removed from ``results.csv`` and
+            run again (the regeneration of a stored result, ``scripts/regenerate_stored.py``); without it such a
+            file is refused. Rows of methods not in ``methods`` are kept as they are.
 
     Returns:
         The path of ``results.csv``.
 
     Resume: finished rows already in ``results.csv`` are skipped; they must come from the same protocol,
-    slice, channel, size, seed and method configurations, else a ValueError explains the mismatch. A
-    failing registration (a RuntimeError such as RegistrationError or an ANTs failure, or a ValueError from
-    the method) becomes a row with the message in ``error`` and NaN metrics, and the run goes on; so does a
-    pair whose files cannot be read (an ``unreadable data`` row per method). A resumed run removes those rows
-    and runs them again.
+    slice, channel, size, seed and method configurations (see ``rerun_changed``), else a ValueError explains
+    the mismatch. A failing registration (a RuntimeError such as RegistrationError or an ANTs failure, or a
+    ValueError from the method) becomes a row with the message in ``error`` and NaN metrics, and the run goes
+    on; so does a pair whose files cannot be read (an ``unreadable data`` row per method). A resumed run
+    removes those rows and runs them again.
     With ``size``, every method first runs once on a random pair of that size, so a setting that cannot
     work at that size is refused before the first pair.
 
@@ -196,14 +201,15 @@ def reproduce(root: str | os.PathLike | None, out_dir: str | os.PathLike, *,
         return _run(out, data_root, pairs_iter, unreadable, plan, dev, jobs=jobs, protocol=protocol, slice=slice,
                     channel=channel, size=size, seed=seed, limit=limit, preset=preset, overrides=overrides,
                     method_options=method_options, command=command, on_row=on_row, compile=compile,
-                    progress=progress)
+                    progress=progress, rerun_changed=rerun_changed)
 
 
 def _run(out: Path, data_root: Path, pairs_iter: Iterable[Any], unreadable: list[tuple[str, str, Exception]],
          plan: list[Planned], dev: Any, *, jobs: int, protocol: str, slice: int | str,
          channel: str | int | None, size: int | None, seed: int, limit: int | None, preset: str | None,
          overrides: dict[str, Any] | None, method_options: dict[str, dict[str, Any]] | None, command: str | None,
-         on_row: Callable[[dict[str, Any]], None] | None, compile: bool, progress: bool) -> Path:
+         on_row: Callable[[dict[str, Any]], None] | None, compile: bool, progress: bool,
+         rerun_changed: bool) -> Path:
     """The body of :func:`reproduce` once its output folder is locked."""
     from dipreg import __version__
 
@@ -221,6 +227,13 @@ def _run(out: Path, data_root: Path, pairs_iter: Iterable[Any], unreadable: list
                 "size": "" if size is None else str(int(size)), "seed": str(seed)}
     warmed = _probe_size(plan, size) if size is not None else set()
     if rows is not None:
+        changed = config_changes(rows, plan) if rerun_changed else {}
+        if changed:  # ran with a configuration that a preset no longer has: they run again
+            methods = sorted({rows[i]["method"] for i in changed})
+            rows = [r for i, r in enumerate(rows) if i not in changed]
+            write_results(results, rows)
+            say(f"{len(changed)} row(s) of {results} ran {methods} with another configuration than now; removed, "
+                "they run again")
         check_compatible(rows, expected, plan, results)
         failed = [r for r in rows if r["error"]]
         if failed:  # rerun them: the cause may be gone (a fixed file, another setting of the same method)

@@ -123,11 +123,15 @@ def _small(image: np.ndarray) -> np.ndarray:
 
 
 def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str = "cpu",
-              steps: Iterable[str] | None = None, seed: int = 0, device: Any = "cpu") -> Path:
+              steps: Iterable[str] | None = None, seed: int = 0, device: Any = "cpu",
+              rerun_changed: bool = False) -> Path:
     """Register every pair with every rung of :func:`step_configs` (or only the rungs named in ``steps``, in that
     order), one JSON line per (rung, pair) appended to ``out_dir/steps.jsonl``; rows already there are kept and
     not run again. For the first pair, each rung's warped image and det J also go to ``out_dir/figure.npz``.
     ``pairs``: :class:`dipreg.data.Pair` objects with ``moving_labels``/``fixed_labels`` (label Dice) or without.
+    Rows of a :func:`stale_rungs` rung (no longer on the ladder, or run with another configuration than it has
+    now, as after a change of a preset) are refused (ValueError), or with ``rerun_changed`` removed; the rungs
+    of this run among them then run again.
     Returns the path of ``steps.jsonl``."""
     import dipreg
 
@@ -143,9 +147,24 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
         prov_path = out / PROVENANCE_FILE
         prov = read_provenance(prov_path)
         existing = load_steps(path)
-        for name, why in stale_rungs(existing, prov.get("rungs", {}), ladder).items():
+        stale = stale_rungs(existing, prov.get("rungs", {}), ladder)
+        if stale and rerun_changed:
+            existing = [r for r in existing if r["step"] not in stale]
+            with atomic_write(path, encoding="utf-8") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in existing)
+            figure = {k: v for k, v in load_figure(out).items() if k.split("/")[0] not in stale}
+            if figure:
+                with atomic_write(out / FIGURE_FILE, "wb") as fh:
+                    np.savez_compressed(fh, **{k: _small(v) for k, v in figure.items()})
+            later = sorted(set(stale) - set(order))
+            say(f"rows of {sorted(stale)} removed from {path}: they ran another configuration"
+                + (f"; {later} are not among the rungs of this run: run them too" if later else ""),
+                program="paper_to_ours")
+        elif stale:
+            name, why = next(iter(stale.items()))
             raise ValueError(f"{path} holds rows of rung {name!r}, {why}; delete those lines (they run again with "
-                             f"the current configuration) or pass another output folder")
+                             f"the current configuration), pass rerun_changed=True (--rerun-changed) or pass "
+                             f"another output folder")
         runs = prov.get("runs", [])
         runs.append({"started": now(), "commit": git_commit(), "machine": machine_info(), "versions": versions(),
                      "steps": order})

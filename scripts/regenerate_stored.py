@@ -1,0 +1,128 @@
+"""Regenerate the stored results that a change of a preset affects, in a staging folder (issue 11: a change of
+the default means regenerating every stored result it affects).
+
+Usage (from the repository root, on a clean commit)::
+
+    python scripts/regenerate_stored.py --stage DIR --lgg PATH/kaggle_3m [--jobs 2] [--only NAME,...]
+
+Each stored result under ``dipreg/data/book`` is copied to ``DIR/NAME`` (once: a later call resumes there) and
+brought up to date there, running only what changed:
+
+* the LGG runs (``results.csv``): :func:`dipreg.experiments.runner.reproduce` with the run's own protocol, slice,
+  channel, size, seed, methods, DIP preset and overrides (read from its ``provenance.json``) and
+  ``rerun_changed=True``, so only the rows whose method has another configuration now run again (the other
+  methods with their default settings, as every stored run has them). ``lgg_all_*`` read ``--lgg`` (the full
+  download), the others ``../shared/data``'s six patients;
+* the ladder (``paper_steps``): the rungs whose configuration changed run again on its pairs
+  (:func:`dipreg.experiments.steps.run_steps` with ``rerun_changed=True``, as ``scripts/paper_to_ours.py``);
+* the ablation grid (``ablation_sample.npz``): rebuilt from scratch when the ``cpu`` preset is no longer the
+  grid's base (``scripts/make_ablation_grid.py``; then update ``ablation_sample.md`` by hand).
+
+One torch thread per process. Read what changed (the chapters' numbers, ``BENCHMARKS.md``), then copy ``DIR``'s
+folders over ``dipreg/data/book`` and rebuild the book.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from dipreg.config import RegistrationConfig
+from dipreg.data import sample_pair, tissue_pairs
+from dipreg.experiments.ablation import ABLATION_AXES, load_grid, run_grid
+from dipreg.experiments.runner import reproduce
+from dipreg.experiments.steps import load_steps, run_steps, stale_rungs, step_configs
+from dipreg.jsonutil import changed_settings
+from dipreg.presets import get_preset
+
+BOOK = Path(__file__).resolve().parents[1] / "dipreg" / "data" / "book"
+ABLATION = "ablation_sample.npz"
+
+
+def _stage(name: str, stage: Path) -> Path:
+    """``stage/name``, copied from the stored result on the first call."""
+    target = stage / name
+    if not target.exists():
+        tmp = stage / (name + ".copying")
+        shutil.rmtree(tmp, ignore_errors=True)
+        copy = shutil.copytree if (BOOK / name).is_dir() else shutil.copy2
+        copy(BOOK / name, tmp)
+        tmp.rename(target)
+    return target
+
+
+def regenerate_lgg(name: str, stage: Path, lgg: str | None, jobs: int) -> None:
+    out = _stage(name, stage)
+    prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    reproduce(lgg if name.startswith("lgg_all") else None, out, methods=list(prov["methods"]),
+              protocol=prov["protocol"], slice=prov["slice"], channel=None if prov["protocol"] == "pre-post" else
+              prov["channel"], limit=prov["limit"], size=prov["size"], preset=prov["dip_preset_argument"],
+              seed=prov["seed"], device="cpu", progress=False, overrides=prov["dip_overrides"] or None,
+              jobs=jobs, rerun_changed=True,
+              command=f"scripts/regenerate_stored.py ({name})")
+
+
+def regenerate_ladder(stage: Path) -> None:
+    out = _stage("paper_steps", stage)
+    prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    ladder = dict(step_configs(prov["target"]))
+    stale = stale_rungs(load_steps(out), prov["rungs"], ladder)
+    if not stale:
+        print("paper_steps: every rung ran its current configuration, nothing to do")
+        return
+    pairs = tissue_pairs("held-out")
+    if [p.id for p in pairs] != prov["pairs"]:
+        raise SystemExit(f"paper_steps: its pairs {prov['pairs']} are not the held-out tissue pairs")
+    run_steps(pairs, out, target=prov["target"], steps=[s for s in ladder if s in stale], seed=prov["seed"],
+              device="cpu", rerun_changed=True)
+
+
+def regenerate_ablation(stage: Path) -> None:
+    grid = load_grid(BOOK / ABLATION)
+    base = get_preset("cpu").replace(iterations=grid.meta["iterations"]).to_dict()
+    if not changed_settings(grid.meta["base"], base, RegistrationConfig().to_dict()):
+        print(f"{ABLATION}: its base is the cpu preset, nothing to do")
+        return
+    run_grid(sample_pair(size=128), stage / ABLATION, base="cpu", axes=dict(ABLATION_AXES),
+             iterations=grid.meta["iterations"], seed=0, device="cpu", progress=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stage", required=True, help="staging folder (created; resumed when it exists)")
+    ap.add_argument("--lgg", help="the full LGG download (kaggle_3m), for the lgg_all_* runs")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes for the LGG runs")
+    ap.add_argument("--only", help="comma-separated names under dipreg/data/book (default: all)")
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    stage = Path(args.stage)
+    stage.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in BOOK.iterdir() if p.name.startswith(("lgg_", "paper_steps")) or p.name == ABLATION)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",")]
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            raise SystemExit(f"--only: no stored result {unknown}; stored: {names}")
+        names = wanted
+    if any(n.startswith("lgg_all") for n in names) and not args.lgg:
+        raise SystemExit("--lgg: the lgg_all_* runs need the full LGG download (DEVELOPERS.md, 'Data')")
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"== {name}", flush=True)
+        if name == ABLATION:
+            regenerate_ablation(stage)
+        elif name == "paper_steps":
+            regenerate_ladder(stage)
+        else:
+            regenerate_lgg(name, stage, args.lgg, args.jobs)
+        print(f"== {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
