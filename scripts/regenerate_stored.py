@@ -59,11 +59,12 @@ def _stage(name: str, stage: Path) -> Path:
 def regenerate_lgg(name: str, stage: Path, lgg: str | None, jobs: int) -> None:
     out = _stage(name, stage)
     prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
+    preset = prov["methods"].get("dip", {}).get("preset")  # the preset the run resolved, whatever the device
+    channel = None if prov["protocol"] == "pre-post" else prov["channel"]
     reproduce(lgg if name.startswith("lgg_all") else None, out, methods=list(prov["methods"]),
-              protocol=prov["protocol"], slice=prov["slice"], channel=None if prov["protocol"] == "pre-post" else
-              prov["channel"], limit=prov["limit"], size=prov["size"], preset=prov["dip_preset_argument"],
-              seed=prov["seed"], device="cpu", progress=False, overrides=prov["dip_overrides"] or None,
-              jobs=jobs, rerun_changed=True,
+              protocol=prov["protocol"], slice=prov["slice"], channel=channel, limit=prov["limit"], size=prov["size"],
+              preset=preset, seed=prov["seed"], device="cpu", progress=False,
+              overrides=prov["dip_overrides"] or None, jobs=jobs, rerun_changed=True,
               command=f"scripts/regenerate_stored.py ({name})")
 
 
