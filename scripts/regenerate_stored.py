@@ -4,6 +4,7 @@ the default means regenerating every stored result it affects).
 Usage (from the repository root, on a clean commit)::
 
     python scripts/regenerate_stored.py --stage DIR --lgg PATH/kaggle_3m [--jobs 2] [--only NAME,...]
+    python scripts/regenerate_stored.py --dry-run      # what a change of a preset would run again, nothing run
 
 Each stored result under ``dipreg/data/book`` is copied to ``DIR/NAME`` (once: a later call resumes there) and
 brought up to date there, running only what changed:
@@ -35,13 +36,19 @@ import torch
 from dipreg.config import RegistrationConfig
 from dipreg.data import sample_pair, tissue_pairs
 from dipreg.experiments.ablation import ABLATION_AXES, load_grid, run_grid
-from dipreg.experiments.runner import reproduce
+from dipreg.experiments.results import config_changes, load_results
+from dipreg.experiments.runner import plan_methods, reproduce
 from dipreg.experiments.steps import load_steps, run_steps, stale_rungs, step_configs
 from dipreg.jsonutil import changed_settings
 from dipreg.presets import get_preset
 
 BOOK = Path(__file__).resolve().parents[1] / "dipreg" / "data" / "book"
 ABLATION = "ablation_sample.npz"
+
+
+def stored_names() -> list[str]:
+    """The stored results under ``dipreg/data/book`` that depend on the presets."""
+    return sorted(p.name for p in BOOK.iterdir() if p.name.startswith(("lgg_", "paper_steps")) or p.name == ABLATION)
 
 
 def _stage(name: str, stage: Path) -> Path:
@@ -56,16 +63,38 @@ def _stage(name: str, stage: Path) -> Path:
     return target
 
 
+def _lgg_args(prov: dict) -> dict:
+    """The arguments of :func:`reproduce` that remake the stored run of ``prov`` (its provenance)."""
+    return dict(methods=list(prov["methods"]), protocol=prov["protocol"], slice=prov["slice"],
+                channel=None if prov["protocol"] == "pre-post" else prov["channel"], limit=prov["limit"],
+                size=prov["size"], preset=prov["methods"].get("dip", {}).get("preset"),  # as resolved, any device
+                seed=prov["seed"], overrides=prov["dip_overrides"] or None)
+
+
+def pending(name: str) -> str:
+    """What regenerating the stored result ``name`` would run again now, in words (nothing is run)."""
+    if name == ABLATION:
+        grid = load_grid(BOOK / ABLATION)
+        base = get_preset("cpu").replace(iterations=grid.meta["iterations"]).to_dict()
+        changed = changed_settings(grid.meta["base"], base, RegistrationConfig().to_dict())
+        return f"rebuild, {len(grid.records)} settings (the cpu preset changed: {changed})" if changed else "nothing"
+    prov = json.loads((BOOK / name / "provenance.json").read_text(encoding="utf-8"))
+    if name == "paper_steps":
+        ladder = dict(step_configs(prov["target"]))
+        stale = [s for s in ladder if s in stale_rungs(load_steps(BOOK / name), prov["rungs"], ladder)]
+        return f"{len(stale) * len(prov['pairs'])} runs (rungs {stale})" if stale else "nothing"
+    args = _lgg_args(prov)
+    plan = plan_methods(args["methods"], preset=args["preset"], device="cpu", seed=args["seed"], progress=False,
+                        overrides=args["overrides"], method_options=None)
+    changes = config_changes(load_results(BOOK / name / "results.csv"), plan)
+    return f"{len(changes)} rows" if changes else "nothing"
+
+
 def regenerate_lgg(name: str, stage: Path, lgg: str | None, jobs: int) -> None:
     out = _stage(name, stage)
     prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
-    preset = prov["methods"].get("dip", {}).get("preset")  # the preset the run resolved, whatever the device
-    channel = None if prov["protocol"] == "pre-post" else prov["channel"]
-    reproduce(lgg if name.startswith("lgg_all") else None, out, methods=list(prov["methods"]),
-              protocol=prov["protocol"], slice=prov["slice"], channel=channel, limit=prov["limit"], size=prov["size"],
-              preset=preset, seed=prov["seed"], device="cpu", progress=False,
-              overrides=prov["dip_overrides"] or None, jobs=jobs, rerun_changed=True,
-              command=f"scripts/regenerate_stored.py ({name})")
+    reproduce(lgg if name.startswith("lgg_all") else None, out, **_lgg_args(prov), device="cpu", progress=False,
+              jobs=jobs, rerun_changed=True, command=f"scripts/regenerate_stored.py ({name})")
 
 
 def regenerate_ladder(stage: Path) -> None:
@@ -95,24 +124,31 @@ def regenerate_ablation(stage: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", required=True, help="staging folder (created; resumed when it exists)")
+    ap.add_argument("--stage", help="staging folder (created; resumed when it exists)")
+    ap.add_argument("--dry-run", action="store_true", help="say what would run again, run nothing")
     ap.add_argument("--lgg", help="the full LGG download (kaggle_3m), for the lgg_all_* runs")
     ap.add_argument("--jobs", type=int, default=1, help="worker processes for the LGG runs")
     ap.add_argument("--only", help="comma-separated names under dipreg/data/book (default: all)")
     args = ap.parse_args()
 
-    torch.set_num_threads(1)
-    stage = Path(args.stage)
-    stage.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.name for p in BOOK.iterdir() if p.name.startswith(("lgg_", "paper_steps")) or p.name == ABLATION)
+    names = stored_names()
     if args.only:
         wanted = [n.strip() for n in args.only.split(",")]
         unknown = sorted(set(wanted) - set(names))
         if unknown:
             raise SystemExit(f"--only: no stored result {unknown}; stored: {names}")
         names = wanted
+    if args.dry_run:
+        for name in names:
+            print(f"{name}: {pending(name)}")
+        return
+    if not args.stage:
+        raise SystemExit("--stage: the folder to regenerate in (or --dry-run)")
     if any(n.startswith("lgg_all") for n in names) and not args.lgg:
-        raise SystemExit("--lgg: the lgg_all_* runs need the full LGG download (DEVELOPERS.md, 'Data')")
+        raise SystemExit("--lgg: the lgg_all_* runs need the full LGG download (README, 'The LGG data')")
+    torch.set_num_threads(1)
+    stage = Path(args.stage)
+    stage.mkdir(parents=True, exist_ok=True)
     for name in names:
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)

@@ -557,9 +557,11 @@ def test_regenerate_stored_reruns_what_a_preset_change_affects_in_the_stage_only
     before = stored.read_text()
     monkeypatch.setattr(regen, "BOOK", book)
     monkeypatch.setenv("DIPREG_LGG_ROOT", str(lgg))
+    assert regen.pending("lgg_local_x") == "nothing"
     regen.regenerate_lgg("lgg_local_x", stage, None, jobs=1)
     assert (stage / "lgg_local_x" / "results.csv").read_text().splitlines()[1:] == before.splitlines()[1:]
     monkeypatch.setitem(dipreg.presets.PRESETS, "cpu", dipreg.presets.PRESETS["cpu"].replace(lr=2e-3))
+    assert regen.pending("lgg_local_x") == "2 rows"
     regen.regenerate_lgg("lgg_local_x", stage, None, jobs=1)
     rows = load_results(stage / "lgg_local_x" / "results.csv")
     assert len(rows) == 2 and all(json.loads(r["config"])["lr"] == 2e-3 for r in rows)
