@@ -6,7 +6,7 @@ Usage (from the repository root, on a clean commit)::
     python scripts/regenerate_stored.py --stage DIR --lgg PATH/kaggle_3m [--jobs 2] [--only NAME,...]
     python scripts/regenerate_stored.py --dry-run      # what a change of a preset would run again, nothing run
 
-Each stored result under ``dipreg/data/book`` is copied to ``DIR/NAME`` (once: a later call resumes there) and
+Each stored run under ``dipreg/data/book`` is copied to ``DIR/NAME`` (once: a later call resumes there) and
 brought up to date there, running only what changed:
 
 * the LGG runs (``results.csv``): :func:`dipreg.experiments.runner.reproduce` with the run's own protocol, slice,
@@ -16,8 +16,9 @@ brought up to date there, running only what changed:
   download), the others ``../shared/data``'s six patients;
 * the ladder (``paper_steps``): the rungs whose configuration changed run again on its pairs
   (:func:`dipreg.experiments.steps.run_steps` with ``rerun_changed=True``, as ``scripts/paper_to_ours.py``);
-* the ablation grid (``ablation_sample.npz``): rebuilt from scratch when the ``cpu`` preset is no longer the
-  grid's base (``scripts/make_ablation_grid.py``; then update ``ablation_sample.md`` by hand).
+* the ablation grid (``ablation_sample.npz``): built anew in ``DIR`` (a later call resumes it there) when the
+  ``cpu`` preset is no longer the stored grid's base (as ``scripts/make_ablation_grid.py``; then update
+  ``ablation_sample.md`` by hand).
 
 One torch thread per process. Read what changed (the chapters' numbers, ``BENCHMARKS.md``), then copy ``DIR``'s
 folders over ``dipreg/data/book`` and rebuild the book.
@@ -48,7 +49,8 @@ ABLATION = "ablation_sample.npz"
 
 def stored_names() -> list[str]:
     """The stored results under ``dipreg/data/book`` that depend on the presets."""
-    return sorted(p.name for p in BOOK.iterdir() if p.name.startswith(("lgg_", "paper_steps")) or p.name == ABLATION)
+    return sorted(p.name for p in BOOK.iterdir()
+                  if (p.is_dir() and p.name.startswith("lgg_")) or p.name in ("paper_steps", ABLATION))
 
 
 def _stage(name: str, stage: Path) -> Path:
@@ -57,36 +59,55 @@ def _stage(name: str, stage: Path) -> Path:
     if not target.exists():
         tmp = stage / (name + ".copying")
         shutil.rmtree(tmp, ignore_errors=True)
-        copy = shutil.copytree if (BOOK / name).is_dir() else shutil.copy2
-        copy(BOOK / name, tmp)
+        shutil.copytree(BOOK / name, tmp)
         tmp.rename(target)
     return target
 
 
 def _lgg_args(prov: dict) -> dict:
-    """The arguments of :func:`reproduce` that remake the stored run of ``prov`` (its provenance)."""
-    return dict(methods=list(prov["methods"]), protocol=prov["protocol"], slice=prov["slice"],
+    """The arguments of :func:`reproduce` that remake the stored run of ``prov`` (its provenance). The methods
+    other than DIP run with their default settings, as in every stored run; one that did not is refused."""
+    custom = [m for m, v in prov["methods"].items() if m == "classical" and v.get("preset") != "default"]
+    if custom:
+        raise SystemExit(f"{custom} ran with settings of their own, which provenance.json does not hold: regenerate "
+                         "that run by hand")
+    s = prov["slice"]
+    return dict(methods=list(prov["methods"]), protocol=prov["protocol"], slice=s if s == "middle" else int(s),
                 channel=None if prov["protocol"] == "pre-post" else prov["channel"], limit=prov["limit"],
                 size=prov["size"], preset=prov["methods"].get("dip", {}).get("preset"),  # as resolved, any device
                 seed=prov["seed"], overrides=prov["dip_overrides"] or None)
 
 
+def _ablation_change() -> list[str]:
+    """The fields in which the ``cpu`` preset (at the grid's iterations) differs from the stored grid's base."""
+    grid = load_grid(BOOK / ABLATION)
+    base = get_preset("cpu").replace(iterations=grid.meta["iterations"]).to_dict()
+    return changed_settings(grid.meta["base"], base, RegistrationConfig().to_dict())
+
+
+def _ladder_stale(folder: Path) -> tuple[dict, dict[str, str]]:
+    """The ladder's provenance and its :func:`stale_rungs` (rung -> why)."""
+    prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+    return prov, stale_rungs(load_steps(folder), prov["rungs"], dict(step_configs(prov["target"])))
+
+
 def pending(name: str) -> str:
-    """What regenerating the stored result ``name`` would run again now, in words (nothing is run)."""
+    """What regenerating the stored result ``name`` would change, in words (nothing is run): the rows that ran
+    another configuration than the presets give now (a stored run has no missing or failed rows)."""
     if name == ABLATION:
-        grid = load_grid(BOOK / ABLATION)
-        base = get_preset("cpu").replace(iterations=grid.meta["iterations"]).to_dict()
-        changed = changed_settings(grid.meta["base"], base, RegistrationConfig().to_dict())
-        return f"rebuild, {len(grid.records)} settings (the cpu preset changed: {changed})" if changed else "nothing"
-    prov = json.loads((BOOK / name / "provenance.json").read_text(encoding="utf-8"))
+        changed = _ablation_change()
+        return f"rebuild, {len(load_grid(BOOK / ABLATION).records)} settings (changed: {changed})" if changed \
+            else "nothing"
     if name == "paper_steps":
-        ladder = dict(step_configs(prov["target"]))
-        stale = [s for s in ladder if s in stale_rungs(load_steps(BOOK / name), prov["rungs"], ladder)]
-        return f"{len(stale) * len(prov['pairs'])} runs (rungs {stale})" if stale else "nothing"
+        prov, stale = _ladder_stale(BOOK / name)
+        return (f"{len(stale)} rung(s) x {len(prov['pairs'])} pairs: rows of {sorted(stale)}, "
+                + " or ".join(sorted(set(stale.values())))) if stale else "nothing"
+    prov = json.loads((BOOK / name / "provenance.json").read_text(encoding="utf-8"))
     args = _lgg_args(prov)
     plan = plan_methods(args["methods"], preset=args["preset"], device="cpu", seed=args["seed"], progress=False,
                         overrides=args["overrides"], method_options=None)
-    changes = config_changes(load_results(BOOK / name / "results.csv"), plan)
+    path = BOOK / name / "results.csv"
+    changes = config_changes(load_results(path), plan, path)
     return f"{len(changes)} rows" if changes else "nothing"
 
 
@@ -99,27 +120,31 @@ def regenerate_lgg(name: str, stage: Path, lgg: str | None, jobs: int) -> None:
 
 def regenerate_ladder(stage: Path) -> None:
     out = _stage("paper_steps", stage)
-    prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
-    ladder = dict(step_configs(prov["target"]))
-    stale = stale_rungs(load_steps(out), prov["rungs"], ladder)
+    prov, stale = _ladder_stale(out)
     if not stale:
         print("paper_steps: every rung ran its current configuration, nothing to do")
         return
     pairs = tissue_pairs("held-out")
     if [p.id for p in pairs] != prov["pairs"]:
         raise SystemExit(f"paper_steps: its pairs {prov['pairs']} are not the held-out tissue pairs")
+    ladder = dict(step_configs(prov["target"]))
     run_steps(pairs, out, target=prov["target"], steps=[s for s in ladder if s in stale], seed=prov["seed"],
               device="cpu", rerun_changed=True)
 
 
 def regenerate_ablation(stage: Path) -> None:
-    grid = load_grid(BOOK / ABLATION)
-    base = get_preset("cpu").replace(iterations=grid.meta["iterations"]).to_dict()
-    if not changed_settings(grid.meta["base"], base, RegistrationConfig().to_dict()):
+    if not (stage / ABLATION).exists() and not _ablation_change():
         print(f"{ABLATION}: its base is the cpu preset, nothing to do")
         return
+    grid = load_grid(BOOK / ABLATION)
     run_grid(sample_pair(size=128), stage / ABLATION, base="cpu", axes=dict(ABLATION_AXES),
              iterations=grid.meta["iterations"], seed=0, device="cpu", progress=False)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def main() -> None:
@@ -127,7 +152,7 @@ def main() -> None:
     ap.add_argument("--stage", help="staging folder (created; resumed when it exists)")
     ap.add_argument("--dry-run", action="store_true", help="say what would run again, run nothing")
     ap.add_argument("--lgg", help="the full LGG download (kaggle_3m), for the lgg_all_* runs")
-    ap.add_argument("--jobs", type=int, default=1, help="worker processes for the LGG runs")
+    ap.add_argument("--jobs", type=_positive_int, default=1, help="worker processes for the LGG runs")
     ap.add_argument("--only", help="comma-separated names under dipreg/data/book (default: all)")
     args = ap.parse_args()
 

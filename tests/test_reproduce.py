@@ -538,8 +538,19 @@ def test_rerun_changed_runs_again_only_the_rows_of_a_changed_configuration(lgg, 
     assert [x for x in after if ",classical," in x] == [x for x in before if ",classical," in x]
     dip = [r for r in load_results(path) if r["method"] == "dip"]
     assert len(dip) == 2 and all(json.loads(r["config"])["lr"] == 2e-3 for r in dip)
-    reproduce(lgg, out, methods=("dip",), limit=2, rerun_changed=True, **changed)  # nothing left to do
+    reproduce(lgg, out, methods=("dip", "classical"), limit=2, rerun_changed=True, **changed)  # nothing to do
     assert path.read_text().splitlines() == after
+    # another protocol is refused before any row is removed, also when every row's configuration changed
+    other = dict(changed, overrides={**TINY_DIP, "lr": 1e-3})
+    for methods in (("dip",), ("dip", "classical")):
+        with pytest.raises(ValueError, match="protocol='consecutive'"):
+            reproduce(lgg, out, methods=methods, limit=2, protocol="adjacent-slices", rerun_changed=True, **other)
+        assert path.read_text().splitlines() == after
+    # a damaged config is refused, not rerun
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1].replace('"{', '"{{', 1) + "".join(lines[2:]))
+    with pytest.raises(ValueError, match="line 2 .* not valid JSON"):
+        reproduce(lgg, out, methods=("dip", "classical"), limit=2, rerun_changed=True, **other)
 
 
 def test_regenerate_stored_reruns_what_a_preset_change_affects_in_the_stage_only(lgg, tmp_path, monkeypatch):

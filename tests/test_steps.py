@@ -84,16 +84,18 @@ def test_rerun_changed_runs_a_changed_rung_again(tmp_path, monkeypatch, one_thre
     ladder = [(n, TINY) for n in names]
     monkeypatch.setattr(steps, "step_configs", lambda target="cpu": ladder)
     pairs = [tissue_pairs("held-out")[0].resized(32)]
-    steps.run_steps(pairs, tmp_path, steps=["paper", "velocity"])
+    steps.run_steps(pairs, tmp_path, steps=["paper", "velocity", "control grid"])
     kept = steps.load_steps(tmp_path)[1]
     ladder[0] = ("paper", TINY.replace(lr=0.5))
+    ladder[1] = ("control grid", TINY.replace(lr=0.4))
     steps.run_steps(pairs, tmp_path, steps=["paper"], rerun_changed=True)
-    assert "rows of ['paper'] removed" in capsys.readouterr().err
+    assert "run ['control grid'] too" in capsys.readouterr().err
     rows = steps.load_steps(tmp_path)
     assert [r["step"] for r in rows] == ["velocity", "paper"] and rows[0] == kept
     prov = json.loads((tmp_path / "provenance.json").read_text(encoding="utf-8"))
     assert not steps.stale_rungs(rows, prov["rungs"], dict(ladder))
-    assert {"paper/warped", "velocity/warped"} <= set(steps.load_figure(tmp_path))
+    figure = steps.load_figure(tmp_path)
+    assert {"paper/warped", "velocity/warped"} <= set(figure) and "control grid/warped" not in figure
 
 
 def test_a_field_added_later_counts_with_its_default(tmp_path, monkeypatch, one_thread):

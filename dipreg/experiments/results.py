@@ -159,10 +159,11 @@ def write_results(path: Path, rows: Sequence[dict[str, Any]] = ()) -> None:
             fh.write(_line([_fmt(row.get(c)) for c in COLUMNS]))
 
 
-def config_changes(rows: list[dict[str, Any]], plan: list[Planned]) -> dict[int, str]:
+def config_changes(rows: list[dict[str, Any]], plan: list[Planned], path: Path) -> dict[int, str]:
     """The rows of a method of ``plan`` that ran with another configuration than it has now (a preset changed):
     ``{index in rows: what differs}``. A field added to a method's settings after a row ran counts with its
-    default value, which reproduces the behaviour from before it existed."""
+    default value, which reproduces the behaviour from before it existed. A row whose configuration is not
+    valid JSON is damage, not a change: ValueError naming ``path`` and the line."""
     configs = {m.name: canonical(m.config) for m in plan}
     defaults = {m.name: json.loads(canonical(type(m.settings)().to_dict())) for m in plan
                 if dataclasses.is_dataclass(m.settings)}
@@ -172,33 +173,38 @@ def config_changes(rows: list[dict[str, Any]], plan: list[Planned]) -> dict[int,
         if want is None or row["config"] == want:
             continue
         try:
-            old, new = json.loads(row["config"]), json.loads(want)
-            diff = changed_settings(old, new, defaults.get(row["method"], {}))
-            if not diff:
-                continue
-            old = {**defaults.get(row["method"], {}), **old}
-            changes[i] = "; ".join(f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in diff[:4])
+            old = json.loads(row["config"])
+            diff = changed_settings(old, json.loads(want), defaults.get(row["method"], {}))
         except (ValueError, AttributeError, TypeError):
-            changes[i] = "the file's config is not valid JSON"
+            raise ValueError(f"{path}: line {i + 2} (method {row['method']!r}) holds a config that is not valid "
+                             f"JSON; repair or delete that line (its run then runs again)") from None
+        if diff:
+            old = {**defaults.get(row["method"], {}), **old}  # for the message: the old values as they acted
+            new = json.loads(want)
+            changes[i] = "; ".join(f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in diff[:4])
     return changes
+
+
+def check_run_keys(rows: list[dict[str, Any]], expected: dict[str, str], path: Path) -> None:
+    """Refuse (ValueError) to resume the results ``rows`` of ``path`` with another protocol, slice, channel, size
+    or seed than this run's (``expected``)."""
+    for i, row in enumerate(rows):
+        for key in _RUN_KEYS:
+            have = "" if row[key] is None else str(row[key])
+            if have != expected[key]:
+                raise ValueError(f"{path}: line {i + 2} was made with {key}={have!r}, this run has {key}="
+                                 f"{expected[key]!r}; rows of different runs cannot share a results file. Run with "
+                                 f"the same settings to resume, or {_move_away_hint(path)}")
 
 
 def check_compatible(rows: list[dict[str, Any]], expected: dict[str, str], plan: list[Planned], path: Path) -> None:
     """Refuse (ValueError) to resume the results ``rows`` of ``path`` with another protocol, slice, channel, size,
-    seed or method configuration than this run's (``expected``, ``plan``; :func:`config_changes`)."""
-    hint = _move_away_hint(path)
-    for i, row in enumerate(rows):
-        line = i + 2
-        for key in _RUN_KEYS:
-            have = "" if row[key] is None else str(row[key])
-            if have != expected[key]:
-                raise ValueError(f"{path}: line {line} was made with {key}={have!r}, this run has {key}="
-                                 f"{expected[key]!r}; rows of different runs cannot share a results file. Run with "
-                                 f"the same settings to resume, or {hint}")
-    for i, detail in config_changes(rows, plan).items():
+    seed (:func:`check_run_keys`) or method configuration (:func:`config_changes`) than this run's."""
+    check_run_keys(rows, expected, path)
+    for i, detail in config_changes(rows, plan, path).items():
         raise ValueError(f"{path}: line {i + 2} ran method {rows[i]['method']!r} with another configuration "
                          f"({detail}). Run with the same settings to resume, rerun_changed=True (--rerun-changed) "
-                         f"to run such rows again, or {hint}")
+                         f"to run such rows again, or {_move_away_hint(path)}")
 
 
 def row_metrics(result: Any, pair: Any) -> dict[str, float]:

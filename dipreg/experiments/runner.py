@@ -46,6 +46,7 @@ from dipreg.experiments.results import (
     RESULTS_FILE,
     append_row,
     check_compatible,
+    check_run_keys,
     config_changes,
     load_results,
     row_metrics,
@@ -227,7 +228,8 @@ def _run(out: Path, data_root: Path, pairs_iter: Iterable[Any], unreadable: list
                 "size": "" if size is None else str(int(size)), "seed": str(seed)}
     warmed = _probe_size(plan, size) if size is not None else set()
     if rows is not None:
-        changed = config_changes(rows, plan) if rerun_changed else {}
+        check_run_keys(rows, expected, results)  # before anything is removed: another protocol is refused
+        changed = config_changes(rows, plan, results) if rerun_changed else {}
         if changed:  # ran with a configuration that a preset no longer has: they run again
             methods = sorted({rows[i]["method"] for i in changed})
             rows = [r for i, r in enumerate(rows) if i not in changed]

@@ -148,17 +148,18 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
         prov = read_provenance(prov_path)
         existing = load_steps(path)
         stale = stale_rungs(existing, prov.get("rungs", {}), ladder)
-        if stale and rerun_changed:
-            existing = [r for r in existing if r["step"] not in stale]
-            with atomic_write(path, encoding="utf-8") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in existing)
+        if stale and rerun_changed:  # the figure first: its pictures of a stale rung must not outlive the rows
             figure = {k: v for k, v in load_figure(out).items() if k.split("/")[0] not in stale}
             if figure:
                 with atomic_write(out / FIGURE_FILE, "wb") as fh:
                     np.savez_compressed(fh, **{k: _small(v) for k, v in figure.items()})
-            later = sorted(set(stale) - set(order))
-            say(f"rows of {sorted(stale)} removed from {path}: they ran another configuration"
-                + (f"; {later} are not among the rungs of this run: run them too" if later else ""),
+            existing = [r for r in existing if r["step"] not in stale]
+            with atomic_write(path, encoding="utf-8") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in existing)
+            later = [s for s in ladder if s in stale and s not in order]
+            say(f"rows of {sorted(stale)} removed from {path} ("
+                + "; ".join(f"{name}: {why}" for name, why in sorted(stale.items())) + ")"
+                + (f"; run {later} too, they are not among the rungs of this run" if later else ""),
                 program="paper_to_ours")
         elif stale:
             name, why = next(iter(stale.items()))
