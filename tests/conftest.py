@@ -46,3 +46,16 @@ def grey_background():
     head = ndimage.binary_fill_holes(m > 0.05 * m.max())
     noise = np.random.default_rng(0).standard_normal(m.shape)
     return np.where(head, m, 0.3 * m.max() + 0.02 * m.max() * noise), head
+
+
+@pytest.fixture
+def regenerate_stored():
+    """``scripts/regenerate_stored.py`` imported as a module (scripts/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "regenerate_stored.py"
+    spec = importlib.util.spec_from_file_location("regenerate_stored", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -62,14 +62,10 @@ def test_stored_ladder_used_the_current_rungs():
     assert not (folder / "reproduce.lock").exists()
 
 
-def test_every_stored_result_is_up_to_date_with_the_presets():
+def test_every_stored_result_is_up_to_date_with_the_presets(regenerate_stored):
     """scripts/regenerate_stored.py --dry-run finds nothing to run again: the LGG runs, the ladder and the ablation
     grid (whose base must be today's cpu preset) all ran the configurations the presets give now."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("regenerate_stored", ROOT / "scripts" / "regenerate_stored.py")
-    regen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(regen)
+    regen = regenerate_stored
     names = regen.stored_names()
     assert len(names) >= 10 and regen.ABLATION in names and "paper_steps" in names
     for name in names:

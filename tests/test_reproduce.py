@@ -21,7 +21,6 @@ from dipreg.experiments.results import COLUMNS, load_results, write_results
 from dipreg.experiments.runner import reproduce
 from dipreg.methods.dip import RegistrationError
 
-ROOT = Path(__file__).resolve().parents[1]
 PATIENTS = ("TCGA_AA_0001_20000101", "TCGA_BB_0002_20000202", "TCGA_CC_0003_20000303")
 TINY_DIP = {"iterations": 2, "readout_draws": 1, "down": (8, 8, 8), "up": (8, 8, 8), "in_channels": 4}
 TINY_CLASSICAL = {"iterations": 2, "levels": 2}
@@ -553,16 +552,13 @@ def test_rerun_changed_runs_again_only_the_rows_of_a_changed_configuration(lgg, 
         reproduce(lgg, out, methods=("dip", "classical"), limit=2, rerun_changed=True, **other)
 
 
-def test_regenerate_stored_reruns_what_a_preset_change_affects_in_the_stage_only(lgg, tmp_path, monkeypatch):
+def test_regenerate_stored_reruns_what_a_preset_change_affects_in_the_stage_only(lgg, tmp_path, monkeypatch,
+                                                                                regenerate_stored):
     """scripts/regenerate_stored.py: a stored run is copied to the stage and only the rows of the changed
     preset run again there; the stored run itself is not touched, and a second call has nothing to do."""
-    import importlib.util
-
     import dipreg.presets
 
-    spec = importlib.util.spec_from_file_location("regenerate_stored", ROOT / "scripts" / "regenerate_stored.py")
-    regen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(regen)
+    regen = regenerate_stored
     book, stage = tmp_path / "book", tmp_path / "stage"
     stored = reproduce(lgg, book / "lgg_local_x", methods=("dip",), limit=2, **dict(KW, method_options=None))
     before = stored.read_text()

@@ -172,15 +172,15 @@ def config_changes(rows: list[dict[str, Any]], plan: list[Planned], path: Path) 
         want = configs.get(row["method"])
         if want is None or row["config"] == want:
             continue
+        new = json.loads(want)
         try:
             old = json.loads(row["config"])
-            diff = changed_settings(old, json.loads(want), defaults.get(row["method"], {}))
+            diff = changed_settings(old, new, defaults.get(row["method"], {}))
         except (ValueError, AttributeError, TypeError):
             raise ValueError(f"{path}: line {i + 2} (method {row['method']!r}) holds a config that is not valid "
                              f"JSON; repair or delete that line (its run then runs again)") from None
         if diff:
             old = {**defaults.get(row["method"], {}), **old}  # for the message: the old values as they acted
-            new = json.loads(want)
             changes[i] = "; ".join(f"{k}: {old.get(k)!r} in the file, {new.get(k)!r} now" for k in diff[:4])
     return changes
 

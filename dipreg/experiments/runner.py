@@ -228,15 +228,17 @@ def _run(out: Path, data_root: Path, pairs_iter: Iterable[Any], unreadable: list
                 "size": "" if size is None else str(int(size)), "seed": str(seed)}
     warmed = _probe_size(plan, size) if size is not None else set()
     if rows is not None:
-        check_run_keys(rows, expected, results)  # before anything is removed: another protocol is refused
-        changed = config_changes(rows, plan, results) if rerun_changed else {}
-        if changed:  # ran with a configuration that a preset no longer has: they run again
-            methods = sorted({rows[i]["method"] for i in changed})
-            rows = [r for i, r in enumerate(rows) if i not in changed]
-            write_results(results, rows)
-            say(f"{len(changed)} row(s) of {results} ran {methods} with another configuration than now; removed, "
-                "they run again")
-        check_compatible(rows, expected, plan, results)
+        if rerun_changed:
+            check_run_keys(rows, expected, results)  # before anything is removed: another protocol is refused
+            changed = config_changes(rows, plan, results)
+            if changed:  # ran with a configuration that a preset no longer has: they run again
+                methods = sorted({rows[i]["method"] for i in changed})
+                rows = [r for i, r in enumerate(rows) if i not in changed]
+                write_results(results, rows)
+                say(f"{len(changed)} row(s) of {results} ran {methods} with another configuration than now; "
+                    "removed, they run again")
+        else:
+            check_compatible(rows, expected, plan, results)
         failed = [r for r in rows if r["error"]]
         if failed:  # rerun them: the cause may be gone (a fixed file, another setting of the same method)
             rows = [r for r in rows if not r["error"]]
