@@ -86,9 +86,15 @@ def _ablation_change() -> list[str]:
 
 
 def _ladder_stale(folder: Path) -> tuple[dict, dict[str, str]]:
-    """The ladder's provenance and its :func:`stale_rungs` (rung -> why)."""
+    """The ladder's provenance and the rungs to run again (rung -> why): its :func:`stale_rungs` and the rungs
+    added to the ladder since it ran (no row at all)."""
     prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
-    return prov, stale_rungs(load_steps(folder), prov["rungs"], dict(step_configs(prov["target"])))
+    rows = load_steps(folder)
+    ladder = dict(step_configs(prov["target"]))
+    stale = stale_rungs(rows, prov["rungs"], ladder)
+    ran = {r["step"] for r in rows}
+    stale.update({name: "that are new on the ladder" for name in ladder if name not in ran})
+    return prov, stale
 
 
 def pending(name: str) -> str:
