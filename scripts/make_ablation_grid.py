@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python scripts/make_ablation_grid.py [--out dipreg/data/book/ablation_sample.npz] [--iterations 150]
+    python scripts/make_ablation_grid.py [--out dipreg/data/book/ablation_sample.npz] [--iterations N]
 
 Runs :func:`dipreg.experiments.ablation.run_grid` with the ``cpu`` preset on ``sample_pair(size=128)``, one axis
 at a time (:data:`dipreg.experiments.ablation.ABLATION_AXES`), on the CPU with one torch thread so that the run
@@ -23,7 +23,7 @@ from dipreg.experiments.ablation import ABLATION_AXES, run_grid
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="dipreg/data/book/ablation_sample.npz")
-    ap.add_argument("--iterations", type=int, default=150)
+    ap.add_argument("--iterations", type=int, default=None, help="steps of every run (default: the preset's own)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
