@@ -81,7 +81,8 @@ def _lgg_args(prov: dict) -> dict:
 def _ablation_change() -> list[str]:
     """The fields in which the ``cpu`` preset (at the grid's iterations) differs from the stored grid's base."""
     grid = load_grid(BOOK / ABLATION)
-    base = get_preset("cpu").replace(iterations=grid.meta["iterations"]).to_dict()
+    cpu = get_preset("cpu")  # a grid made with iterations=None ran the preset's own
+    base = (cpu if grid.meta["iterations"] is None else cpu.replace(iterations=grid.meta["iterations"])).to_dict()
     return changed_settings(grid.meta["base"], base, RegistrationConfig().to_dict())
 
 
