@@ -14,7 +14,9 @@ Three suites, each on pairs named in the output:
 Methods (``--methods``, comma-separated): ``dip`` (:func:`dipreg.register` with ``--preset`` and ``--set
 KEY=VALUE`` overrides), ``classical``, ``ants-SyN``, ``ants-SyNCC`` (any ``ants-<type_of_transform>``).
 Every registration runs on one torch thread (``--threads``) and single-threaded ITK; the time is the whole
-call. One JSON line per (method, suite, case) goes to ``--out`` (appended), and a summary table is printed.
+call. The methods run case by case (every method on a case, then the next case), so that a drifting machine
+slows them alike; each method after the first also gets the ratio of the first method's mean time to its own.
+One JSON line per (method, suite, case) goes to ``--out`` (appended), and a summary table is printed.
 
     python benchmarks/bench_default.py --suites robust,tissue --methods dip,ants-SyN --threads 1
     python benchmarks/bench_default.py --suites lgg --data /path/to/kaggle_3m --lgg-pairs 109 --methods dip
@@ -143,25 +145,33 @@ def main() -> None:
         args.threads = 1
     device = setup(args)
     label = args.label or (",".join(f"{k}={v}" for k, v in args.overrides) or "default")
-    for method in args.methods.split(","):
-        for suite in args.suites.split(","):
-            rows = []
-            for name, pair, region in cases(suite, args):
+    methods = args.methods.split(",")
+    for suite in args.suites.split(","):
+        rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+        for name, pair, region in cases(suite, args):
+            for method in methods:  # interleaved, case by case, so that drift of the machine hits every method
                 res = run_method(method, pair, args, device)
                 row = {"method": method, "setting": label if method == "dip" else "", "suite": suite,
                        "case": name, **evaluate(res, pair, region)}
-                rows.append(row)
+                rows[method].append(row)
                 if args.verbose:
-                    print("   ", name, {k: round(row[k], 4) for k in _SUMMARY[suite] if k in row},
+                    print("   ", method, name, {k: round(row[k], 4) for k in _SUMMARY[suite] if k in row},
                           row["warning"] or "")
                 if args.out:
                     with Path(args.out).open("a", encoding="utf-8") as fh:
                         fh.write(json.dumps({**row, "date": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-            means = {k: float(np.nanmean([r[k] for r in rows])) for k in _SUMMARY[suite] if k in rows[0]}
-            worst = f", worst epe {max(r['epe'] for r in rows):.3f}" if suite == "robust" else ""
-            print(f"{method:>11} [{label if method == 'dip' else '-'}] {suite} ({len(rows)}): "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in means.items()) + worst, flush=True)
-
+        for method in methods:
+            done = rows[method]
+            means = {k: float(np.nanmean([r[k] for r in done])) for k in _SUMMARY[suite] if k in done[0]}
+            worst = f", worst epe {max(r['epe'] for r in done):.3f}" if suite == "robust" else ""
+            ratio = ""
+            if method != methods[0]:
+                first = [r["seconds"] for r in rows[methods[0]]]
+                per_case = [a / r["seconds"] for a, r in zip(first, done, strict=True)]
+                ratio = (f", time of {methods[0]} / this: {np.mean(first) / means['seconds']:.2f} (median per case "
+                         f"{np.median(per_case):.2f})")
+            print(f"{method:>11} [{label if method == 'dip' else '-'}] {suite} ({len(done)}): "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in means.items()) + worst + ratio, flush=True)
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ with :func:`torch.func.stack_module_state` and evaluates all B networks in one c
 :func:`dipreg.methods.engine.run`, with one member per pair. Each network still sees a batch of one noise
 image, so BatchNorm (training mode, as in ``register``) normalises with that pair's own statistics: the
 batch-size-1 semantics of every pair are preserved. On a GPU the B small networks become grouped
-convolutions, which keeps the device busy where one 32 x 32 control grid alone cannot.
+convolutions, which keeps the device busy where one 64 x 64 control grid alone cannot.
 
 The losses of the pairs are summed before ``backward``; the pairs share no parameter, so each one gets
 exactly its own gradient, and Adam (or SGD) is elementwise, so the stacked optimiser takes the same step
