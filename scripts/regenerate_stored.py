@@ -87,14 +87,19 @@ def _ablation_change() -> list[str]:
 
 
 def _ladder_stale(folder: Path) -> tuple[dict, dict[str, str]]:
-    """The ladder's provenance and the rungs to run again (rung -> why): its :func:`stale_rungs` and the rungs
-    added to the ladder since it ran (no row at all)."""
+    """The ladder's provenance and the rungs to run again (rung -> why): its :func:`stale_rungs`, the rungs added to
+    the ladder since it ran (absent from its provenance), and the rungs of an interrupted last run that lack pairs.
+    A rung that a finished run left on fewer pairs (the expensive ``paper`` rung) is not asked for."""
     prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
     rows = load_steps(folder)
     ladder = dict(step_configs(prov["target"]))
     stale = stale_rungs(rows, prov["rungs"], ladder)
-    ran = {r["step"] for r in rows}
-    stale.update({name: "that are new on the ladder" for name in ladder if name not in ran})
+    stale.update({name: "that are new on the ladder" for name in ladder if name not in prov["rungs"]})
+    last = prov["runs"][-1] if prov.get("runs") else {}
+    if last and "finished" not in last:
+        pairs = {name: {r["pair"] for r in rows if r["step"] == name} for name in last.get("steps", [])}
+        stale.update({name: "that an interrupted run left on fewer pairs" for name, done in pairs.items()
+                      if name in ladder and name not in stale and done != set(prov["pairs"])})
     return prov, stale
 
 

@@ -60,6 +60,36 @@ def test_stored_ladder_used_the_current_rungs():
     stale = stale_rungs(rows, prov["rungs"], dict(step_configs(prov["target"])))
     assert not stale, f"stale rungs {stale}: run python scripts/regenerate_stored.py (README, 'Layout')"
     assert not (folder / "reproduce.lock").exists()
+    for rung, _ in step_configs(prov["target"]):  # only the expensive paper rung may lack pairs
+        if rung != "paper":
+            assert {r["pair"] for r in rows if r["step"] == rung} == set(prov["pairs"]), rung
+
+
+def test_ladder_regeneration_finds_new_and_unfinished_rungs(regenerate_stored, tmp_path):
+    """A rung new on the ladder, and a rung that a killed run left on fewer pairs, are run again; a rung that a
+    finished run left on fewer pairs (the paper's, hours a pair) is not."""
+    import shutil
+
+    folder = tmp_path / "paper_steps"
+    shutil.copytree(ROOT / "dipreg" / "data" / "book" / "paper_steps", folder)
+    prov_path, steps_path = folder / "provenance.json", folder / "steps.jsonl"
+    prov, lines = json.loads(prov_path.read_text()), steps_path.read_text().splitlines()
+    assert regenerate_stored._ladder_stale(folder)[1] == {}
+
+    del prov["rungs"]["fixed input"]  # as if the rung had been added to the ladder after the run
+    prov_path.write_text(json.dumps(prov))
+    steps_path.write_text("\n".join(x for x in lines if json.loads(x)["step"] != "fixed input") + "\n")
+    assert regenerate_stored._ladder_stale(folder)[1] == {"fixed input": "that are new on the ladder"}
+
+    prov = json.loads((ROOT / "dipreg" / "data" / "book" / "paper_steps" / "provenance.json").read_text())
+    prov["runs"][-1]["steps"] = ["velocity"]
+    velocity = [x for x in lines if json.loads(x)["step"] == "velocity"]
+    steps_path.write_text("\n".join(x for x in lines if x not in velocity[3:]) + "\n")
+    prov_path.write_text(json.dumps(prov))
+    assert regenerate_stored._ladder_stale(folder)[1] == {}  # the run finished: fewer pairs on purpose
+    del prov["runs"][-1]["finished"]  # killed during the rung
+    prov_path.write_text(json.dumps(prov))
+    assert regenerate_stored._ladder_stale(folder)[1] == {"velocity": "that an interrupted run left on fewer pairs"}
 
 
 def test_every_stored_result_is_up_to_date_with_the_presets(regenerate_stored):
