@@ -146,6 +146,8 @@ def main() -> None:
     device = setup(args)
     label = args.label or (",".join(f"{k}={v}" for k, v in args.overrides) or "default")
     methods = args.methods.split(",")
+    if len(set(methods)) != len(methods):
+        raise SystemExit(f"--methods: name each method once, got {args.methods!r}")
     for suite in args.suites.split(","):
         rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
         for name, pair, region in cases(suite, args):

@@ -61,7 +61,8 @@ class RegistrationConfig:
         lr: learning rate. iterations: maximum number of steps.
         patience, min_delta: stop early when the loss has not improved by ``min_delta`` for ``patience``
             steps (``patience=0`` never stops early).
-        readout_draws: the returned field is the mean generator output over this many noise draws.
+        readout_draws: with ``noise="fresh"``, the returned field is the mean generator output over this many
+            noise draws (with ``"fixed"``, the output for the one draw).
         normalize: rescale both images to [0, 1] before optimising (:func:`dipreg.intensity.rescale`); the
             returned warped image is the *original* moving image warped.
         intensity_clip: with ``normalize``, the fraction of each image's foreground intensities clipped at

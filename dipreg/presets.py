@@ -53,8 +53,9 @@ _CPU_NOTES = {
                 "Dice rose from 0.558 to 0.676 and SD log det J fell from 0.58 to 0.39, on the development pairs "
                 "0.652 -> 0.659; on the 5 LGG development pairs SSIM 0.677 -> 0.676, SD log det J 0.69 -> 0.70 "
                 "(BENCHMARKS.md, session 6)",
-    "grid_scale": "4: a 64 x 64 control grid at 256 px (an 8x coarser grid gave development tissue Dice 0.696 "
-                  "against 0.738 at step 120, fixed input; BENCHMARKS.md, sessions 9 and 12)",
+    "grid_scale": "4: a 64 x 64 control grid at 256 px (with 3 scales, fixed input and volume_penalty 0.1, an 8x "
+                  "grid gave development tissue Dice 0.693 against 0.738 at step 120; BENCHMARKS.md, sessions 9 "
+                  "and 12)",
     "output_scale": "4 pixels per unit, so Adam's first steps move the field at a useful speed",
     "noise": "fixed: one draw of z kept for every step, as Ulyanov et al.'s DIP does (the paper draws afresh); on "
              "the development pairs tissue Dice 0.715 against 0.668 and LGG SSIM 0.683 against 0.675 with a quarter "
@@ -77,9 +78,9 @@ _CPU_NOTES = {
                     "the volume regulariser, one pixel of one LGG development pair folded (BENCHMARKS.md, session 8)",
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
     "iterations": "120: with the fixed input development tissue Dice rises 0.729 / 0.738 / 0.752 at steps 100 / "
-                  "120 / 200 and LGG SSIM 0.686 / 0.691 / 0.696 (volume_penalty 0.1), while the whole call must "
-                  "cost at most 3x ANTs SyN's time (issue 11; about 28 ms a step and 0.4 s of affine stage on the "
-                  "2-core CPU)",
+                  "120 / 200 and LGG SSIM 0.686 / 0.691 / 0.696 (volume_penalty 0.1), while the whole call should "
+                  "cost at most 3x ANTs SyN's time (issue 11: measured 3.2-3.4x; about 28-33 ms a step and 0.4 s "
+                  "for the rest of the call on the 2-core CPU)",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
                 "the error grew again after ~100 steps (the fit starts to follow noise), so stopping matters",
     "min_delta": "1e-4 of MAE on [0, 1] intensities",

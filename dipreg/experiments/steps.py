@@ -37,8 +37,8 @@ FIGURE_SIZE = 128
 STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("paper", (), "the `paper` preset: eq. 2 with the choices the paper leaves open filled in"),
     ("control grid", ("down", "up", "grid_scale", "output_scale"),
-     "a smaller network (fewer scales, narrower) on a grid 4x coarser than the image, its output in units of "
-     "4 px, upsampled to a field"),
+     "a smaller network (fewer scales, narrower) on a grid coarser than the image, its output scaled to pixels, "
+     "upsampled to a field"),
     ("fixed input", ("noise",), "one noise draw kept as the input of every step (Ulyanov et al.'s DIP) instead of a "
      "fresh draw each step"),
     ("velocity", ("integrate",), "the output is a stationary velocity, integrated by scaling and squaring"),
@@ -47,7 +47,7 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("robust intensities", ("intensity_clip", "intensity_match"),
      "winsorised intensities, the moving image brought to the fixed image's scale"),
     ("early stopping", ("lr", "iterations", "patience", "min_delta"),
-     "a larger learning rate, 120 steps, and a stop when the loss no longer falls"),
+     "a larger learning rate, the preset's budget of steps, and a stop when the loss no longer falls"),
     ("affine pre-alignment", ("prealign",), "a global affine map fitted first"),
     ("volume regulariser", ("volume_penalty",), "an explicit penalty on the variance of log det J"),
 )
