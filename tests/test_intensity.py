@@ -229,8 +229,9 @@ def test_register_many_stops_each_pair_on_its_own():
 
 
 def test_smooth_readout_is_a_low_pass():
-    cfg = get_preset("cpu").replace(smooth=4.0)  # about 2 grid pixels on the 32 x 32 grid
+    cfg = get_preset("cpu").replace(smooth=8.0)
     field = make_field(cfg, (64, 64), 0, torch.device("cpu"))
+    assert field.grid == (16, 16)  # so the filter is about 2 grid pixels wide
     v = torch.zeros(1, 2, *field.grid)
     v[..., field.grid[0] // 2, field.grid[1] // 2] = 1.0
     out = field.smooth(v)
