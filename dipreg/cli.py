@@ -59,7 +59,8 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip(), parse_value(raw)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """``argparse`` type: a whole number of at least 1, else an error naming what was given."""
     try:
         value = int(text)
     except ValueError:
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("fixed", help="fixed image file (its affine is kept for NIfTI outputs)")
     reg.add_argument("--out", required=True, help="output folder (created if missing)")
     reg.add_argument("--preset", help="configuration preset (default: 'gpu' on CUDA, 'cpu' otherwise)")
-    reg.add_argument("--iterations", type=_positive_int, help="number of optimisation steps")
+    reg.add_argument("--iterations", type=positive_int, help="number of optimisation steps")
     reg.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     reg.add_argument("--device", help="'cpu', 'cuda', 'cuda:1', ... (default: CUDA when available)")
     reg.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
@@ -142,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--slice", type=_slice_arg, default="middle", help="'middle' or a 0-based slice index")
     rep.add_argument("--channel", type=_channel_arg, help="t1_pre, flair (default) or t1_post (or 0, 1, 2)")
     rep.add_argument("--limit", type=_nonneg_int, help="at most this many pairs")
-    rep.add_argument("--size", type=_positive_int, help="resample pairs to SIZE x SIZE pixels first")
+    rep.add_argument("--size", type=positive_int, help="resample pairs to SIZE x SIZE pixels first")
     rep.add_argument("--preset", help="DIP preset (default: 'gpu' on CUDA, 'cpu' otherwise)")
-    rep.add_argument("--iterations", type=_positive_int, help="DIP iterations")
+    rep.add_argument("--iterations", type=positive_int, help="DIP iterations")
     rep.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                      help="change a DIP config field (repeatable)")
     rep.add_argument("--classical-set", dest="classical", action="append", type=_key_value, default=[],
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("--compile", action="store_true",
                      help="DIP through torch.compile, compiled once before the first pair (untimed)")
-    rep.add_argument("--jobs", type=_positive_int, default=1,
+    rep.add_argument("--jobs", type=positive_int, default=1,
                      help="run the pairs in JOBS worker processes, one torch thread each (default 1: one after "
                           "the other, here)")
     rep.add_argument("--rerun-changed", action="store_true",

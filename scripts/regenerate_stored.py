@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from dipreg.cli import positive_int
 from dipreg.config import RegistrationConfig
 from dipreg.data import sample_pair, tissue_pairs
 from dipreg.experiments.ablation import ABLATION_AXES, load_grid, run_grid
@@ -153,18 +154,12 @@ def regenerate_ablation(stage: Path) -> None:
              iterations=grid.meta["iterations"], seed=0, device="cpu", progress=False)
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stage", help="staging folder (created; resumed when it exists)")
     ap.add_argument("--dry-run", action="store_true", help="say what would run again, run nothing")
     ap.add_argument("--lgg", help="the full LGG download (kaggle_3m), for the lgg_all_* runs")
-    ap.add_argument("--jobs", type=_positive_int, default=1, help="worker processes for the LGG runs")
+    ap.add_argument("--jobs", type=positive_int, default=1, help="worker processes for the LGG runs")
     ap.add_argument("--only", help="comma-separated names under dipreg/data/book (default: all)")
     args = ap.parse_args()
 
