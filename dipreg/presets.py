@@ -77,10 +77,10 @@ _CPU_NOTES = {
     "fold_penalty": "100 x mean relu(0.1 - det J): a barrier that only acts where a pixel would fold; at 10, with "
                     "the volume regulariser, one pixel of one LGG development pair folded (BENCHMARKS.md, session 8)",
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
-    "iterations": "120: with the fixed input development tissue Dice rises 0.729 / 0.738 / 0.752 at steps 100 / "
+    "iterations": "100: with the fixed input development tissue Dice rises 0.729 / 0.738 / 0.752 at steps 100 / "
                   "120 / 200 and LGG SSIM 0.686 / 0.691 / 0.696 (volume_penalty 0.1), while the whole call should "
-                  "cost at most 3x ANTs SyN's time (issue 11: measured 3.2-3.4x; about 28-33 ms a step and 0.4 s "
-                  "for the rest of the call on the 2-core CPU)",
+                  "cost at most 3x ANTs SyN's time (issue 11); at 120 steps it cost 3.2-3.4x, at 100 steps 2.7x, "
+                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, session 12)",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
                 "the error grew again after ~100 steps (the fit starts to follow noise), so stopping matters",
     "min_delta": "1e-4 of MAE on [0, 1] intensities",
@@ -97,7 +97,7 @@ PRESETS: dict[str, RegistrationConfig] = {
                                 notes=_PAPER_NOTES),
     "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64), up=(16, 32, 64), noise="fixed", prealign="affine",
                               grid_scale=4, output_scale=4.0, integrate=7, boundary="fixed", fold_penalty=100.0,
-                              volume_penalty=0.2, lr=3e-3, iterations=120, patience=40, min_delta=1e-4,
+                              volume_penalty=0.2, lr=3e-3, iterations=100, patience=40, min_delta=1e-4,
                               intensity_clip=0.005, intensity_match="linear", notes=_CPU_NOTES),
 }
 PRESETS["gpu"] = PRESETS["cpu"].replace(
