@@ -80,7 +80,7 @@ _CPU_NOTES = {
     "iterations": "100: with the fixed input development tissue Dice rises 0.729 / 0.738 / 0.752 at steps 100 / "
                   "120 / 200 and LGG SSIM 0.686 / 0.691 / 0.696 (volume_penalty 0.1), while the whole call should "
                   "cost at most 3x ANTs SyN's time (issue 11); at 120 steps it cost 3.2-3.4x, at 100 steps 2.7x, "
-                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, session 12)",
+                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, sessions 12 and 13)",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
                 "the error grew again after ~100 steps (the fit starts to follow noise), so stopping matters",
     "min_delta": "1e-4 of MAE on [0, 1] intensities",
