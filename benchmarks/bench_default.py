@@ -175,5 +175,6 @@ def main() -> None:
             print(f"{method:>11} [{label if method == 'dip' else '-'}] {suite} ({len(done)}): "
                   + ", ".join(f"{k} {v:.4f}" for k, v in means.items()) + worst + ratio, flush=True)
 
+
 if __name__ == "__main__":
     main()
