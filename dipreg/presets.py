@@ -4,9 +4,9 @@
   builds on). The paper leaves widths, learning rate, iterations, units and readout unstated; the notes
   say what we chose. On inter-patient brain pairs it matches well but folds (book chapter 9).
 * ``cpu``: the default on a CPU, a hybrid of the paper's method and one explicit regulariser: a global affine
-  pre-alignment, then a smaller generator of the same family, fed one fixed noise draw, on a control grid 4x
-  coarser than the image, integrated as a
-  stationary velocity by scaling and squaring, held at the image border, with a barrier that stops the rare
+  pre-alignment, then a smaller generator of the same family (wider skip branches, nearest-neighbour upsampling),
+  fed one fixed noise draw, on a control grid 4x coarser than the image, integrated as a stationary velocity
+  by scaling and squaring, held at the image border, with a barrier that stops the rare
   pixel that would still fold and a penalty on the variance of log det J (the explicit term), robust
   intensity handling (winsorised at the foreground's 0.5 and 99.5 % quantiles, the moving image brought to the
   fixed one's intensity scale) and early stopping. :func:`differences` lists every departure from ``paper``;
@@ -49,6 +49,14 @@ _CPU_NOTES = {
             "4 scales, and as good after the same number of steps (development tissue Dice at step 120: 0.738 "
             "against 0.728; BENCHMARKS.md, session 12)",
     "up": "as down",
+    "skip": "16 skip channels per scale (the DIP reference: 4): with nearest upsampling, development tissue Dice "
+            "0.750 against 0.717 at SD log det J 0.111 against 0.100 and LGG SSIM 0.683 against 0.677, at about the "
+            "same time per step; 4 / 8 / 16 / 32 channels gave Dice 0.742 / 0.746 / 0.750 / 0.755, 32 costing more "
+            "time (BENCHMARKS.md, session 14)",
+    "upsample": "nearest inside the generator (the DIP reference: bilinear): alone, development tissue Dice 0.742 "
+                "against 0.717 and LGG SSIM 0.684 against 0.677, and a little cheaper; the field itself stays "
+                "smooth, as the network's output is integrated as a velocity and resized bilinearly (BENCHMARKS.md, "
+                "session 14)",
     "prealign": "affine: a global affine map first (as ANTs runs before SyN); on the held-out tissue pairs label "
                 "Dice rose from 0.558 to 0.676 and SD log det J fell from 0.58 to 0.39, on the development pairs "
                 "0.652 -> 0.659; on the 5 LGG development pairs SSIM 0.677 -> 0.676, SD log det J 0.69 -> 0.70 "
@@ -95,7 +103,8 @@ _CPU_NOTES = {
 PRESETS: dict[str, RegistrationConfig] = {
     "paper": RegistrationConfig(preset="paper", down=(128,) * 5, up=(128,) * 5, lr=1e-3, iterations=1000,
                                 notes=_PAPER_NOTES),
-    "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64), up=(16, 32, 64), noise="fixed", prealign="affine",
+    "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64), up=(16, 32, 64), skip=16, upsample="nearest",
+                              noise="fixed", prealign="affine",
                               grid_scale=4, output_scale=4.0, integrate=7, boundary="fixed", fold_penalty=100.0,
                               volume_penalty=0.2, lr=3e-3, iterations=100, patience=40, min_delta=1e-4,
                               intensity_clip=0.005, intensity_match="linear", notes=_CPU_NOTES),

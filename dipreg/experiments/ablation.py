@@ -56,7 +56,7 @@ ABLATION_AXES: dict[str, list[Any]] = {
     "method": ["dip", "classical-w0", "classical"],
     "depth": [1, 2, 3, 4, 5],
     "width": [0.25, 0.5, 1.0, 2.0],
-    "skip": [0, 4],
+    "skip": [0, 4, 16],
     "init_std": [0.001, 0.01, 0.1, None],
     "noise_std": [0.01, 0.1, 0.316, 1.0],
     "noise": ["fresh", "fixed"],
