@@ -54,7 +54,7 @@ _CPU_NOTES = {
             "same time per step; 4 / 8 / 16 / 32 channels gave Dice 0.742 / 0.746 / 0.750 / 0.755, 32 costing more "
             "time (BENCHMARKS.md, session 14)",
     "upsample": "nearest inside the generator (the DIP reference: bilinear): alone, development tissue Dice 0.742 "
-                "against 0.717 and LGG SSIM 0.684 against 0.677, and a little cheaper; the field itself stays "
+                "against 0.717 and LGG SSIM 0.684 against 0.677, at no extra cost; the field itself stays "
                 "smooth, as the network's output is integrated as a velocity and resized bilinearly (BENCHMARKS.md, "
                 "session 14)",
     "prealign": "affine: a global affine map first (as ANTs runs before SyN); on the held-out tissue pairs label "
