@@ -50,13 +50,13 @@ _CPU_NOTES = {
             "against 0.728; BENCHMARKS.md, session 12)",
     "up": "as down",
     "skip": "16 skip channels per scale (the DIP reference: 4): with nearest upsampling, development tissue Dice "
-            "0.750 against 0.717 at SD log det J 0.111 against 0.100 and LGG SSIM 0.683 against 0.677, at about the "
-            "same time per step; 4 / 8 / 16 / 32 channels gave Dice 0.742 / 0.746 / 0.750 / 0.755, 32 costing more "
-            "time (BENCHMARKS.md, session 14)",
+            "0.750 against 0.717 at SD log det J 0.111 against 0.100 and LGG SSIM 0.683 against 0.677, for about 5 % "
+            "more time per call than 4 channels with bilinear upsampling; 4 / 8 / 16 / 32 channels gave Dice 0.742 / "
+            "0.746 / 0.750 / 0.755, 32 costing more time still (BENCHMARKS.md, session 14)",
     "upsample": "nearest inside the generator (the DIP reference: bilinear): alone, development tissue Dice 0.742 "
-                "against 0.717 and LGG SSIM 0.684 against 0.677, at no extra cost; the field itself stays "
-                "smooth, as the network's output is integrated as a velocity and resized bilinearly (BENCHMARKS.md, "
-                "session 14)",
+                "against 0.717 and LGG SSIM 0.684 against 0.677, and about 4 % less time per call; the field itself "
+                "stays smooth, as the network's output is integrated as a velocity and resized bilinearly "
+                "(BENCHMARKS.md, session 14)",
     "prealign": "affine: a global affine map first (as ANTs runs before SyN); on the held-out tissue pairs label "
                 "Dice rose from 0.558 to 0.676 and SD log det J fell from 0.58 to 0.39, on the development pairs "
                 "0.652 -> 0.659; on the 5 LGG development pairs SSIM 0.677 -> 0.676, SD log det J 0.69 -> 0.70 "
@@ -87,8 +87,8 @@ _CPU_NOTES = {
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
     "iterations": "100: with the fixed input development tissue Dice rises 0.729 / 0.738 / 0.752 at steps 100 / "
                   "120 / 200 and LGG SSIM 0.686 / 0.691 / 0.696 (volume_penalty 0.1), while the whole call should "
-                  "cost at most 3x ANTs SyN's time (issue 11); at 120 steps it cost 3.2-3.4x, at 100 steps 2.7x, "
-                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, sessions 12 and 13)",
+                  "cost at most 3x ANTs SyN's time (issue 11); at 120 steps it cost 3.2-3.4x, at 100 steps 2.7-2.8x, "
+                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, sessions 12 to 14)",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
                 "the error grew again after ~100 steps (the fit starts to follow noise), so stopping matters",
     "min_delta": "1e-4 of MAE on [0, 1] intensities",

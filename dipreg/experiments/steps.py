@@ -50,8 +50,8 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "a larger learning rate, the preset's budget of steps, and a stop when the loss no longer falls"),
     ("affine pre-alignment", ("prealign",), "a global affine map fitted first"),
     ("volume regulariser", ("volume_penalty",), "an explicit penalty on the variance of log det J"),
-    ("network detail", ("skip", "upsample"), "wider skip branches (16 channels per scale) and nearest-neighbour "
-     "upsampling inside the generator: finer detail in the field at about the same cost"),
+    ("network detail", ("skip", "upsample"), "wider skip branches and nearest-neighbour upsampling inside the "
+     "generator: finer detail in the field for a few per cent more time"),
 )
 """The rungs, in order: (name, config fields set to the target preset's values, what the step is)."""
 
