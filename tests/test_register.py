@@ -11,7 +11,7 @@ import dipreg
 from dipreg.config import RegistrationConfig, field_names
 from dipreg.methods.affine import fit_affine
 from dipreg.methods.dip import RegistrationError, Step, compiled_objective, make_field, objective, optimiser_images
-from dipreg.presets import PRESETS, default_config
+from dipreg.presets import PRESETS, default_config, differences
 
 TINY = dict(down=(8, 16, 16), up=(8, 16, 16), in_channels=8, iterations=3, readout_draws=2)
 
@@ -215,6 +215,15 @@ def test_presets_are_valid_and_documented():
     assert PRESETS["paper"].noise == "fresh" and PRESETS["paper"].init_std == 0.01
     assert PRESETS["paper"].loss == "mae" and PRESETS["paper"].optimizer == "adam"
     assert PRESETS["paper"].integrate == 0 and PRESETS["paper"].fold_penalty == 0
+
+
+def test_fine_preset_is_the_cpu_method_on_a_finer_grid():
+    """`fine` must stay the `cpu` method with a control grid twice as fine: any other difference is a drift."""
+    assert differences("fine", "cpu").keys() == {"grid_scale", "output_scale"}
+    fine, cpu = PRESETS["fine"], PRESETS["cpu"]
+    assert fine.grid_scale * 2 == cpu.grid_scale and fine.output_scale * 2 == cpu.output_scale
+    grids = [make_field(c, (256, 256), 0, torch.device("cpu")).grid for c in (fine, cpu)]
+    assert grids == [(128, 128), (64, 64)]
 
 
 def test_config_replace_and_dict():
