@@ -122,7 +122,7 @@ PRESETS["fine"] = PRESETS["cpu"].replace(
            "grid_scale": "2: a 128 x 128 control grid at 256 px; on the held-out tissue pairs label Dice 0.777 against "
                          "the cpu preset's 0.745 (ANTs SyNCC 0.775, SyN 0.693) at SD log det J 0.107 (0.111; SyNCC "
                          "0.275, SyN 0.132), no fold, for about 2.2x the cpu preset's time; on the 109 LGG pairs one "
-                         "pixel of one development pair folded (BENCHMARKS.md, session 14)",
+                         "pixel of one pair folded (BENCHMARKS.md, session 14)",
            "output_scale": "2 pixels per unit: one grid spacing per unit of output, as in the cpu preset"})
 register_presets(PRESETS)
 
