@@ -62,7 +62,8 @@ class RegistrationConfig:
         patience, min_delta: stop early when the loss has not improved by ``min_delta`` for ``patience``
             steps (``patience=0`` never stops early).
         readout_draws: with ``noise="fresh"``, the returned field is the mean generator output over this many
-            noise draws (with ``"fixed"``, the output for the one draw).
+            noise draws (with ``"fixed"``, the output of the step with the lowest loss, which the loss, fold
+            barrier included, has evaluated; ``result.info["readout_step"]`` says which).
         normalize: rescale both images to [0, 1] before optimising (:func:`dipreg.intensity.rescale`); the
             returned warped image is the *original* moving image warped.
         intensity_clip: with ``normalize``, the fraction of each image's foreground intensities clipped at

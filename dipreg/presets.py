@@ -70,7 +70,8 @@ _CPU_NOTES = {
     "output_scale": "4 pixels per unit, so Adam's first steps move the field at a useful speed",
     "noise": "fixed: one draw of z kept for every step, as Ulyanov et al.'s DIP does (the paper draws afresh); on "
              "the development pairs tissue Dice 0.715 against 0.668 and LGG SSIM 0.683 against 0.675 with a quarter "
-             "fewer steps (8x grid, early stopping; BENCHMARKS.md, session 12), and the readout is one pass",
+             "fewer steps (8x grid, early stopping; BENCHMARKS.md, session 12); the field returned is the step's "
+             "with the lowest loss, one the loss has evaluated",
     "integrate": "7 scaling-and-squaring steps: the output is a velocity, so the field stays invertible",
     "smooth": "0: no Gaussian readout once volume_penalty is on; with the penalty, 0 / 3 / 6 px gave development "
               "tissue Dice 0.665 / 0.667 / 0.650 at SD log det J 0.113 / 0.113 / 0.101, LGG development SSIM "

@@ -107,3 +107,13 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert "0 step(s) failed" in log and "projected 109-pair reproduction" in log
     assert log.count("| speed-up |") == 1 and "torch.compile" in log and "identical True" in log
     assert "autocast bf16" in log and "cudnn.benchmark" in log
+
+
+def test_fixed_noise_reads_out_each_pairs_best_evaluated_field(pairs):
+    """The cpu preset's fixed noise: each pair's field is the one of its own lowest-loss step, as in register."""
+    kw = dict(config="cpu", down=(8, 8), up=(8, 8), in_channels=8, grid_scale=2, iterations=5, lr=0.03)
+    batch = register_many(pairs[:2], seed=[3, 11], progress=False, **kw)
+    alone = _one_by_one(pairs[:2], [3, 11], **kw)
+    for b, a in zip(batch, alone, strict=True):
+        assert b.info["readout_step"] == int(np.argmin(b.history)) == a.info["readout_step"]
+        assert np.abs(b.displacement - a.displacement).max() < 0.05 * np.abs(a.displacement).max() + 1e-4

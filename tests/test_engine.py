@@ -100,3 +100,40 @@ def test_noise_fixed_or_mean_over_draws():
     assert float(noise.readout(lambda z: z * 2)) == 2 * (1 + 2 + 3) / 3
     fixed = Noise(lambda: torch.randn(1, generator=g), fixed=True, draws=3)
     assert torch.equal(fixed(), fixed()) and torch.equal(fixed.readout(lambda z: z), fixed.fixed)
+
+
+def test_keep_best_keeps_the_evaluated_output_at_the_lowest_loss_of_the_last_stage():
+    """SGD with lr 2.5 on 0.5 |u - 1|^2 overshoots (u = 0, 2.5, -1.25, ...): the first stage's loss only rises.
+    The second stage (lr 0.5) converges and counts afresh: its best is its last evaluated step, whose output is
+    copied before the optimiser moves the parameter it aliases."""
+    fields, evaluated = [], []
+
+    def stages():
+        for n, lr in ((4, 2.5), (3, 0.5)):
+            fields.append(ParameterField(torch.zeros(1, 2, 2, 2) if not fields else fields[-1].u.detach()))
+            target = quadratic(torch.ones(1, 2, 2, 2), fields[-1])
+
+            def terms(it, target=target):
+                t = target(it)
+                evaluated.append(t.output.detach().clone())
+                return t
+
+            yield Stage(terms, torch.optim.SGD(fields[-1].parameters(), lr=lr), n)
+
+    fit = run(stages(), total=7, keep_best=True)
+    h = fit.histories[0]
+    assert len(h) == 7 and h[0] < h[1] < h[2] < h[3] and h[4] > h[5] > h[6]
+    assert fit.best_step == [6] and torch.equal(fit.best[0], evaluated[6])
+    assert not torch.equal(fit.best[0], fields[-1].u.detach())  # not the parameters after the last step
+    never = run([Stage(quadratic(torch.ones(1, 2, 2, 2), ParameterField(torch.zeros(1, 2, 2, 2))),
+                       torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 2)], total=2)
+    assert never.best == [None] and never.best_step == [None]  # not asked for
+
+
+def test_fixed_noise_reads_out_the_kept_output():
+    noise = Noise(lambda: torch.ones(1), fixed=True, draws=1)
+    kept = torch.full((1, 2, 2, 2), 7.0)
+    assert torch.equal(noise.readout(lambda z: z * 0, kept), kept)  # the evaluated field, not the module now
+    assert torch.equal(noise.readout(lambda z: z * 0), torch.zeros(1))  # no step ran: the module at the draw
+    fresh = Noise(lambda: torch.ones(1), fixed=False, draws=2)
+    assert torch.equal(fresh.readout(lambda z: z * 3, kept), torch.full((1,), 3.0))  # fresh draws: their mean

@@ -78,6 +78,23 @@ def test_callback_sees_steps_and_can_stop():
 
 
 
+def test_the_field_returned_is_the_evaluated_one_with_the_lowest_loss():
+    """Fixed noise (the cpu preset): the readout is the field of the step with the lowest loss (fold barrier and
+    volume term included), as the callback saw it, not the weights after the last Adam step, which no loss has
+    evaluated. Fresh noise (the paper) keeps its mean over draws."""
+    m, f, _ = blob_pair()
+    kw = dict(config="cpu", seed=0, progress=False, **{**TINY, "lr": 0.03})
+    res = dipreg.register(m, f, **{**kw, "iterations": 12})
+    seen: list[Step] = []  # one step more: its step 12 evaluates the weights that the 12-step run ended with
+    dipreg.register(m, f, callback=seen.append, **{**kw, "iterations": 13})
+    best = res.info["readout_step"]
+    assert best == int(np.argmin(res.history)) and len(res.history) == 12
+    np.testing.assert_array_equal(res.displacement, seen[best].displacement[0].double().numpy())
+    assert not np.array_equal(res.displacement, seen[12].displacement[0].double().numpy())
+    paper = dipreg.register(m, f, config="paper", seed=0, progress=False, **TINY)
+    assert paper.info["readout_step"] is None
+
+
 def test_a_callback_that_is_not_callable_is_refused_before_the_run(monkeypatch):
     m, f, _ = blob_pair()
     monkeypatch.setattr(sys.modules["dipreg.methods.dip"], "make_field", lambda *a, **k: pytest.fail("the run started"))

@@ -143,9 +143,9 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     opt = make_optimizer(list(field.stacked), cfg, dev)
     fit = run([Stage(terms, opt, cfg.iterations)], members=n, total=cfg.iterations, patience=cfg.patience,
               min_delta=cfg.min_delta, nonfinite=nonfinite, progress=progress,
-              desc=f"dipreg batch x{n} [{cfg.preset}, {dev.type}]")
+              desc=f"dipreg batch x{n} [{cfg.preset}, {dev.type}]", keep_best=noise.fixed is not None)
 
-    u = noise.readout(field)
+    u = noise.readout(field, None if any(b is None for b in fit.best) else torch.cat(fit.best))
     batch_seconds = time.perf_counter() - start
     results = []
     for i, (mov, fix) in enumerate(data):
@@ -156,7 +156,8 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
             warped=warp(mov, disp), displacement=disp, history=fit.histories[i], config=cfg,
             seconds=batch_seconds / n, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(fit.histories[i]),
-                  "stopped": fit.reason(i), "seed": seeds[i], "batch_size": n,
+                  "stopped": fit.reason(i), "readout_step": noise.readout_step(fit, i), "seed": seeds[i],
+                  "batch_size": n,
                   "batch_index": i, "batch_seconds": batch_seconds, **check,
                   **({} if thetas[i] is None else {"affine": thetas[i][0].tolist(),
                                                           "affine_area": area_change(thetas[i], shape)})}))

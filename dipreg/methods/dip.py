@@ -358,18 +358,19 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
               min_delta=cfg.min_delta, callback=None if callback is None else step,
               nonfinite=lambda it, _, value: (f"the loss became {value} at iteration {it}; lower the learning "
                                               f"rate (now {cfg.lr}) or check the images"),
-              progress=progress, desc=f"dipreg [{cfg.preset}, {dev.type}]", interruptible=True)
+              progress=progress, desc=f"dipreg [{cfg.preset}, {dev.type}]", interruptible=True,
+              keep_best=noise.fixed is not None)
     history = fit.histories[0]
 
     def readout() -> RegistrationResult:
-        u = noise.readout(model)
+        u = noise.readout(model, fit.best[0])
         disp, check = checked(m_t, f_t, u, loss_fn, history, stacklevel=3,
                               extra=None if theta is None else area_warning(theta, mov.shape))
         return RegistrationResult(
             warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
             seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
-                  "stopped": fit.stopped, "seed": seed, **check,
+                  "stopped": fit.stopped, "readout_step": noise.readout_step(fit), "seed": seed, **check,
                   **({} if theta is None else {"affine": theta[0].tolist(),
                                                     "affine_area": area_change(theta, mov.shape)})},
         )

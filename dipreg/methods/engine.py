@@ -8,9 +8,10 @@ A *field module* maps an input to a displacement (N, 2, H, W) in pixels, channel
 :class:`dipreg.methods.dip.DIPField` (noise -> generator -> field, paper eq. 2), :class:`ParameterField` (the field
 itself, paper eq. 1) or :class:`BatchField` (B modules of one architecture evaluated as one, for
 :func:`dipreg.register_many`). :class:`Noise` is the input of a noise-driven module: a fresh draw per iteration or
-one fixed draw, and the readout, the mean over ``draws`` fresh draws. :func:`run` is the loop: the caller's
-objective gives one loss per member (one member per pair), :func:`run` checks them for NaN, steps the optimiser,
-keeps one history per member, stops a member on a :class:`Plateau`, shows a progress bar, calls the callback and,
+one fixed draw, and the readout: the evaluated field with the lowest loss (fixed draw) or the mean over ``draws``
+fresh draws. :func:`run` is the loop: the caller's objective gives one loss per member (one member per pair),
+:func:`run` checks them for NaN, steps the optimiser, keeps one history per member (and, when asked, each member's
+output at its lowest loss), stops a member on a :class:`Plateau`, shows a progress bar, calls the callback and,
 when asked, turns Ctrl-C into ``Fit.stopped == "interrupted"`` (the field reached is kept). Methods configure it:
 :func:`dipreg.register`, :func:`dipreg.register_many`, :func:`dipreg.methods.classical.register_classical` and
 :func:`dipreg.methods.denoise.dip_denoise`.
@@ -121,7 +122,8 @@ def checked(moving: torch.Tensor, fixed: torch.Tensor, u: torch.Tensor,
 class Noise:
     """The input of a noise-driven field module: ``draw()`` makes one draw (seeded by the caller's generator).
 
-    With ``fixed`` one draw is made now and fed at every iteration; otherwise every iteration draws afresh and
+    With ``fixed`` one draw is made now and fed at every iteration, and :meth:`readout` returns the field that
+    the loop evaluated with the lowest loss (:attr:`Fit.best`); otherwise every iteration draws afresh and
     :meth:`readout` averages the field over ``draws`` fresh draws.
     """
 
@@ -133,12 +135,23 @@ class Noise:
         """The input of one iteration."""
         return self.fixed if self.fixed is not None else self.draw()
 
-    def readout(self, module: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """The field to keep, without gradients: ``module`` at the fixed draw, or its mean over fresh draws."""
+    def readout(self, module: Callable[[torch.Tensor], torch.Tensor], best: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """The field to keep, without gradients. With the fixed draw: ``best``, the evaluated output with the lowest
+        loss, so that the field returned is one the loss (fold barrier included) has seen, not the one after the
+        last optimiser step (``module`` at the fixed draw when no step ran). Fresh draws: the mean of ``module``
+        over ``draws`` of them."""
+        if self.fixed is not None and best is not None:
+            return best
         with torch.no_grad():
             if self.fixed is not None:
                 return module(self.fixed)
             return sum(module(self.draw()) for _ in range(self.draws)) / self.draws
+
+    def readout_step(self, fit: Fit, member: int = 0) -> int | None:
+        """The index in ``member``'s history of the step whose field :meth:`readout` returns from ``fit.best``
+        (``None``: a mean over fresh draws, or no step ran)."""
+        return fit.best_step[member] if self.fixed is not None and fit.best else None
 
 
 class ParameterField(torch.nn.Module):
@@ -229,12 +242,16 @@ class Stage:
 @dataclass
 class Fit:
     """What :func:`run` did: ``histories`` (one list of losses per member), ``active`` (False for a member that
-    converged) and ``stopped``: ``"iterations"``, ``"converged"`` (every member), ``"callback"`` or
-    ``"interrupted"``."""
+    converged), ``stopped``: ``"iterations"``, ``"converged"`` (every member), ``"callback"`` or
+    ``"interrupted"``, and with ``run(keep_best=True)`` ``best`` (each member's output (1, ...) at its lowest
+    loss in the last stage, ``None`` before its first step) and ``best_step`` (that step's index in its
+    history)."""
 
     histories: list[list[float]]
     active: list[bool]
     stopped: str = "iterations"
+    best: list[torch.Tensor | None] = field(default_factory=list)
+    best_step: list[int | None] = field(default_factory=list)
 
     def reason(self, member: int) -> str:
         """Why ``member`` stopped."""
@@ -255,7 +272,7 @@ def run(stages: Iterable[Stage], *, members: int = 1, total: int, patience: int 
         callback: Callable[[int, Terms, list[float]], bool | None] | None = None,
         nonfinite: Callable[[int, int, float], str] | None = None, progress: bool = False, desc: str = "",
         postfix: Callable[[list[float]], dict[str, Any]] | None = mean_loss,
-        interruptible: bool = False) -> Fit:
+        interruptible: bool = False, keep_best: bool = False) -> Fit:
     """Optimise: for every stage, ``stage.iterations`` steps of forward, NaN check, backward, optimiser step.
 
     Args:
@@ -274,15 +291,18 @@ def run(stages: Iterable[Stage], *, members: int = 1, total: int, patience: int 
             postfix (``None``: none).
         interruptible: catch a KeyboardInterrupt (Ctrl-C) and return with ``stopped == "interrupted"``, the
             parameters as reached; otherwise it propagates.
+        keep_best: keep in ``Fit.best`` each member's ``terms.output`` (a detached copy) at its lowest loss so far,
+            counted afresh in every stage; the readout of a fixed-input module (:meth:`Noise.readout`).
     """
     histories: list[list[float]] = [[] for _ in range(members)]
     plateaus = [Plateau(patience, min_delta) for _ in range(members)]
-    fit = Fit(histories, [True] * members)
+    fit = Fit(histories, [True] * members, best=[None] * members, best_step=[None] * members)
     bar = progress_bar(total, progress, desc)
     step = 0
     try:
         for stage in stages:
             params = [p for group in stage.optimizer.param_groups for p in group["params"]]
+            lowest = [math.inf] * members
             for i in range(stage.iterations):
                 terms = stage.objective(i)
                 values = torch.stack(terms.losses).detach().cpu().tolist()  # one device sync for all members
@@ -291,6 +311,10 @@ def run(stages: Iterable[Stage], *, members: int = 1, total: int, patience: int 
                         message = (nonfinite(step, k, value) if nonfinite is not None else
                                    f"the loss became {value} at iteration {step}; lower the learning rate")
                         raise RegistrationError(message, histories[k])
+                    if keep_best and fit.active[k] and value < lowest[k]:  # copied before the step moves it
+                        lowest[k] = value
+                        fit.best[k] = terms.output[k:k + 1].detach().clone()
+                        fit.best_step[k] = len(histories[k])
                 stage.optimizer.zero_grad(set_to_none=True)
                 if members == 1:
                     terms.losses[0].backward()
