@@ -62,8 +62,11 @@ class RegistrationConfig:
         patience, min_delta: stop early when the loss has not improved by ``min_delta`` for ``patience``
             steps (``patience=0`` never stops early).
         readout_draws: with ``noise="fresh"``, the returned field is the mean generator output over this many
-            noise draws (with ``"fixed"``, the output of the step with the lowest loss, which the loss, fold
-            barrier included, has evaluated; ``result.info["readout_step"]`` says which).
+            noise draws.
+        readout: with ``noise="fixed"``, which field is returned: ``"last"`` (the paper's choice: the network
+            after the last optimiser step, a field that no loss has evaluated) or ``"best"`` (the field of the step
+            with the lowest loss, fold barrier and volume term included; ``result.info["readout_step"]`` says
+            which step). Fresh noise always reads out the mean over ``readout_draws``.
         normalize: rescale both images to [0, 1] before optimising (:func:`dipreg.intensity.rescale`); the
             returned warped image is the *original* moving image warped.
         intensity_clip: with ``normalize``, the fraction of each image's foreground intensities clipped at
@@ -108,6 +111,7 @@ class RegistrationConfig:
     patience: int = 0
     min_delta: float = 1e-4
     readout_draws: int = 8
+    readout: str = "last"
     normalize: bool = True
     intensity_clip: float = 0.0
     intensity_match: str = "none"
@@ -189,7 +193,7 @@ _CHOICES = {"upsample": ("nearest", "bilinear"), "padding": ("zeros", "reflectio
             "norm": ("batch", "instance", "none"), "activation": ("leaky_relu", "relu", "elu", "tanh"),
             "noise": ("fresh", "fixed"), "boundary": ("free", "fixed"), "loss": ("mae", "mse", "lncc"),
             "optimizer": ("adam", "sgd"), "intensity_match": MATCHES, "intensity_background": BACKGROUNDS,
-            "prealign": ("none", "affine")}
+            "prealign": ("none", "affine"), "readout": ("last", "best")}
 
 
 def _check_new_preset(c: RegistrationConfig, overrides: dict[str, Any]) -> None:

@@ -45,6 +45,7 @@ _PAPER_NOTES = {
     "lr": "unstated; 1e-3 (Adam's default) with pixel units",
     "iterations": "unstated; 1000",
     "readout_draws": "unstated; the final field is the mean over 8 noise draws",
+    "readout": "unstated; the network after the last step (with fresh noise, read out as the mean over draws)",
 }
 
 _CPU_NOTES = {
@@ -70,8 +71,11 @@ _CPU_NOTES = {
     "output_scale": "4 pixels per unit, so Adam's first steps move the field at a useful speed",
     "noise": "fixed: one draw of z kept for every step, as Ulyanov et al.'s DIP does (the paper draws afresh); on "
              "the development pairs tissue Dice 0.715 against 0.668 and LGG SSIM 0.683 against 0.675 with a quarter "
-             "fewer steps (8x grid, early stopping; BENCHMARKS.md, session 12); the field returned is the step's "
-             "with the lowest loss, one the loss has evaluated",
+             "fewer steps (8x grid, early stopping; BENCHMARKS.md, session 12), and the readout is one pass",
+    "readout": "best: the field of the step with the lowest loss, which the loss and its fold barrier have "
+               "evaluated, not the network after the last Adam step, which none has (in session 14 that unseen last "
+               "step folded one pixel of one LGG pair under the fine preset); on the development pairs tissue Dice "
+               "0.7500 against 0.7498 and LGG SSIM 0.689 against 0.683 (BENCHMARKS.md, session 15)",
     "integrate": "7 scaling-and-squaring steps: the output is a velocity, so the field stays invertible",
     "smooth": "0: no Gaussian readout once volume_penalty is on; with the penalty, 0 / 3 / 6 px gave development "
               "tissue Dice 0.665 / 0.667 / 0.650 at SD log det J 0.113 / 0.113 / 0.101, LGG development SSIM "
@@ -108,7 +112,7 @@ PRESETS: dict[str, RegistrationConfig] = {
     "paper": RegistrationConfig(preset="paper", down=(128,) * 5, up=(128,) * 5, lr=1e-3, iterations=1000,
                                 notes=_PAPER_NOTES),
     "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64), up=(16, 32, 64), skip=16, upsample="nearest",
-                              noise="fixed", prealign="affine",
+                              noise="fixed", readout="best", prealign="affine",
                               grid_scale=4, output_scale=4.0, integrate=7, boundary="fixed", fold_penalty=100.0,
                               volume_penalty=0.2, lr=3e-3, iterations=100, patience=40, min_delta=1e-4,
                               intensity_clip=0.005, intensity_match="linear", notes=_CPU_NOTES),

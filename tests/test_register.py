@@ -79,9 +79,9 @@ def test_callback_sees_steps_and_can_stop():
 
 
 def test_the_field_returned_is_the_evaluated_one_with_the_lowest_loss():
-    """Fixed noise (the cpu preset): the readout is the field of the step with the lowest loss (fold barrier and
-    volume term included), as the callback saw it, not the weights after the last Adam step, which no loss has
-    evaluated. Fresh noise (the paper) keeps its mean over draws."""
+    """Fixed noise and ``readout="best"`` (the cpu preset): the field of the step with the lowest loss (fold barrier
+    and volume term included), as the callback saw it, not the weights after the last Adam step, which no loss has
+    evaluated (``readout="last"``). Fresh noise (the paper) keeps its mean over draws."""
     m, f, _ = blob_pair()
     kw = dict(config="cpu", seed=0, progress=False, **{**TINY, "lr": 0.03})
     res = dipreg.register(m, f, **{**kw, "iterations": 12})
@@ -91,6 +91,9 @@ def test_the_field_returned_is_the_evaluated_one_with_the_lowest_loss():
     assert best == int(np.argmin(res.history)) and len(res.history) == 12
     np.testing.assert_array_equal(res.displacement, seen[best].displacement[0].double().numpy())
     assert not np.array_equal(res.displacement, seen[12].displacement[0].double().numpy())
+    last = dipreg.register(m, f, **{**kw, "iterations": 12, "readout": "last"})  # the paper's choice
+    np.testing.assert_array_equal(last.displacement, seen[12].displacement[0].double().numpy())
+    assert last.info["readout_step"] is None
     paper = dipreg.register(m, f, config="paper", seed=0, progress=False, **TINY)
     assert paper.info["readout_step"] is None
 
@@ -280,7 +283,7 @@ NAN, INF = float("nan"), float("inf")
         ("noise_std", NAN, ValueError), ("noise_std", -0.1, ValueError), ("output_scale", INF, ValueError),
         ("output_scale", 0, ValueError), ("init_std", 0.0, ValueError), ("init_std", NAN, ValueError),
         ("init_std", "none", TypeError), ("normalize", "no", TypeError), ("normalize", 1, TypeError),
-        ("upsample", 5, ValueError), ("loss", ["mae"], ValueError),
+        ("upsample", 5, ValueError), ("loss", ["mae"], ValueError), ("readout", "mean", ValueError),
     ],
 )
 def test_config_refuses_bad_field_values(field, value, exc):

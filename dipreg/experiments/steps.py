@@ -39,8 +39,8 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("control grid", ("down", "up", "grid_scale", "output_scale"),
      "a smaller network (fewer scales, narrower) on a grid coarser than the image, its output scaled to pixels, "
      "upsampled to a field"),
-    ("fixed input", ("noise",), "one noise draw kept as the input of every step (Ulyanov et al.'s DIP) instead of a "
-     "fresh draw each step"),
+    ("fixed input", ("noise", "readout"), "one noise draw kept as the input of every step (Ulyanov et al.'s DIP) "
+     "instead of a fresh draw each step, and the field of the step with the lowest loss read out"),
     ("velocity", ("integrate",), "the output is a stationary velocity, integrated by scaling and squaring"),
     ("fixed border", ("boundary",), "the network's field held at zero on the image border"),
     ("fold barrier", ("fold_penalty",), "a penalty that acts only where det J falls below 0.1"),

@@ -143,7 +143,8 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     opt = make_optimizer(list(field.stacked), cfg, dev)
     fit = run([Stage(terms, opt, cfg.iterations)], members=n, total=cfg.iterations, patience=cfg.patience,
               min_delta=cfg.min_delta, nonfinite=nonfinite, progress=progress,
-              desc=f"dipreg batch x{n} [{cfg.preset}, {dev.type}]", keep_best=noise.fixed is not None)
+              desc=f"dipreg batch x{n} [{cfg.preset}, {dev.type}]",
+              keep_best=noise.fixed is not None and cfg.readout == "best")
 
     u = noise.readout(field, None if any(b is None for b in fit.best) else torch.cat(fit.best))
     batch_seconds = time.perf_counter() - start

@@ -359,7 +359,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
               nonfinite=lambda it, _, value: (f"the loss became {value} at iteration {it}; lower the learning "
                                               f"rate (now {cfg.lr}) or check the images"),
               progress=progress, desc=f"dipreg [{cfg.preset}, {dev.type}]", interruptible=True,
-              keep_best=noise.fixed is not None)
+              keep_best=noise.fixed is not None and cfg.readout == "best")
     history = fit.histories[0]
 
     def readout() -> RegistrationResult:

@@ -8,13 +8,13 @@ A *field module* maps an input to a displacement (N, 2, H, W) in pixels, channel
 :class:`dipreg.methods.dip.DIPField` (noise -> generator -> field, paper eq. 2), :class:`ParameterField` (the field
 itself, paper eq. 1) or :class:`BatchField` (B modules of one architecture evaluated as one, for
 :func:`dipreg.register_many`). :class:`Noise` is the input of a noise-driven module: a fresh draw per iteration or
-one fixed draw, and the readout: the evaluated field with the lowest loss (fixed draw) or the mean over ``draws``
-fresh draws. :func:`run` is the loop: the caller's objective gives one loss per member (one member per pair),
-:func:`run` checks them for NaN, steps the optimiser, keeps one history per member (and, when asked, each member's
-output at its lowest loss), stops a member on a :class:`Plateau`, shows a progress bar, calls the callback and,
-when asked, turns Ctrl-C into ``Fit.stopped == "interrupted"`` (the field reached is kept). Methods configure it:
-:func:`dipreg.register`, :func:`dipreg.register_many`, :func:`dipreg.methods.classical.register_classical` and
-:func:`dipreg.methods.denoise.dip_denoise`.
+one fixed draw, and the readout: the module at the fixed draw, the evaluated field with the lowest loss, or the
+mean over ``draws`` fresh draws. :func:`run` is the loop: the caller's objective gives one loss per member (one
+member per pair), :func:`run` checks them for NaN, steps the optimiser, keeps one history per member (and, when
+asked, each member's output at its lowest loss), stops a member on a :class:`Plateau`, shows a progress bar, calls
+the callback and, when asked, turns Ctrl-C into ``Fit.stopped == "interrupted"`` (the field reached is kept).
+Methods configure it: :func:`dipreg.register`, :func:`dipreg.register_many`,
+:func:`dipreg.methods.classical.register_classical` and :func:`dipreg.methods.denoise.dip_denoise`.
 """
 
 from __future__ import annotations
@@ -122,9 +122,10 @@ def checked(moving: torch.Tensor, fixed: torch.Tensor, u: torch.Tensor,
 class Noise:
     """The input of a noise-driven field module: ``draw()`` makes one draw (seeded by the caller's generator).
 
-    With ``fixed`` one draw is made now and fed at every iteration, and :meth:`readout` returns the field that
-    the loop evaluated with the lowest loss (:attr:`Fit.best`); otherwise every iteration draws afresh and
-    :meth:`readout` averages the field over ``draws`` fresh draws.
+    With ``fixed`` one draw is made now and fed at every iteration, and :meth:`readout` returns the module's
+    output for it, or the field that the loop evaluated with the lowest loss (:attr:`Fit.best`) where the caller
+    kept one; otherwise every iteration draws afresh and :meth:`readout` averages the field over ``draws`` fresh
+    draws.
     """
 
     def __init__(self, draw: Callable[[], torch.Tensor], fixed: bool, draws: int):
@@ -137,10 +138,9 @@ class Noise:
 
     def readout(self, module: Callable[[torch.Tensor], torch.Tensor], best: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """The field to keep, without gradients. With the fixed draw: ``best``, the evaluated output with the lowest
-        loss, so that the field returned is one the loss (fold barrier included) has seen, not the one after the
-        last optimiser step (``module`` at the fixed draw when no step ran). Fresh draws: the mean of ``module``
-        over ``draws`` of them."""
+        """The field to keep, without gradients. With the fixed draw: ``best`` (the evaluated output with the lowest
+        loss, a field the loss has seen) when given, else ``module`` at the fixed draw (after the last optimiser
+        step, a field no loss has evaluated). Fresh draws: the mean of ``module`` over ``draws`` of them."""
         if self.fixed is not None and best is not None:
             return best
         with torch.no_grad():
@@ -151,7 +151,7 @@ class Noise:
     def readout_step(self, fit: Fit, member: int = 0) -> int | None:
         """The index in ``member``'s history of the step whose field :meth:`readout` returns from ``fit.best``
         (``None``: a mean over fresh draws, or no step ran)."""
-        return fit.best_step[member] if self.fixed is not None and fit.best else None
+        return fit.best_step[member] if self.fixed is not None and fit.best and fit.best[member] is not None else None
 
 
 class ParameterField(torch.nn.Module):
