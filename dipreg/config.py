@@ -33,6 +33,8 @@ class RegistrationConfig:
             the same data term (:func:`dipreg.methods.affine.fit_affine`); the network's field acts after it and the
             returned displacement is the composition. Between subjects it takes up size, position and tilt,
             which a field held at the border cannot.
+        prealign_finest: the finest level of the affine stage, as a downsampling factor of the image: 1 (full
+            resolution, the first default), 2 or 4 (:data:`dipreg.methods.affine.LEVELS`).
         grid_scale: the generator runs on a grid ``grid_scale`` times coarser than the image and its output
             is upsampled bilinearly (1 = the paper: z has the image's size). The grid never gets smaller than
             ``2 ** (len(down) + 1)`` pixels a side, so that the coarsest scale keeps 2 x 2 pixels.
@@ -97,6 +99,7 @@ class RegistrationConfig:
     noise: str = "fresh"
     init_std: float | None = 0.01
     prealign: str = "none"
+    prealign_finest: int = 1
     grid_scale: int = 1
     output_scale: float = 1.0
     integrate: int = 0
@@ -242,7 +245,7 @@ def _is_real(v: Any) -> bool:
 
 # field -> (lowest allowed value, whether the lowest value itself is allowed)
 _INTS = {"skip": 0, "in_channels": 1, "grid_scale": 1, "integrate": 0, "iterations": 1, "patience": 0,
-         "readout_draws": 1}
+         "readout_draws": 1, "prealign_finest": 1}
 _FLOATS = {"noise_std": (0.0, True), "output_scale": (0.0, False), "smooth": (0.0, True),
            "fold_penalty": (0.0, True), "volume_penalty": (0.0, True), "lr": (0.0, False), "min_delta": (0.0, True)}
 
@@ -271,6 +274,9 @@ def _check(c: RegistrationConfig) -> None:
             raise TypeError(f"config.{name}: expected {what}, got {value!r} ({type(value).__name__})")
         if value < low:
             raise ValueError(f"config.{name}: expected {what}, got {value!r}")
+    if c.prealign_finest not in (1, 2, 4):
+        raise ValueError(f"config.prealign_finest: expected 1, 2 or 4 (the affine stage's finest downsampling "
+                         f"factor), got {c.prealign_finest!r}")
     for name, (low, inclusive) in _FLOATS.items():
         value = getattr(c, name)
         what = f"a finite number {'>=' if inclusive else '>'} {low:g}"

@@ -65,6 +65,10 @@ _CPU_NOTES = {
                 "Dice rose from 0.558 to 0.676 and SD log det J fell from 0.58 to 0.39, on the development pairs "
                 "0.652 -> 0.659; on the 5 LGG development pairs SSIM 0.677 -> 0.676, SD log det J 0.69 -> 0.70 "
                 "(BENCHMARKS.md, session 6)",
+    "prealign_finest": "2: the affine stage stops at half resolution (at 4 and 2, not at full resolution): on the "
+                       "development pairs tissue Dice 0.7500 against 0.7500, LGG SSIM 0.6886 against 0.6892, for "
+                       "half the stage's time (0.26 against 0.53 s a call; BENCHMARKS.md, session 15); stopping at 4 "
+                       "lost LGG SSIM (0.6843)",
     "grid_scale": "4: a 64 x 64 control grid at 256 px (with 3 scales, fixed input and volume_penalty 0.1, an 8x "
                   "grid gave development tissue Dice 0.693 against 0.738 at step 120; BENCHMARKS.md, sessions 9 "
                   "and 12)",
@@ -112,7 +116,7 @@ PRESETS: dict[str, RegistrationConfig] = {
     "paper": RegistrationConfig(preset="paper", down=(128,) * 5, up=(128,) * 5, lr=1e-3, iterations=1000,
                                 notes=_PAPER_NOTES),
     "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64), up=(16, 32, 64), skip=16, upsample="nearest",
-                              noise="fixed", readout="best", prealign="affine",
+                              noise="fixed", readout="best", prealign="affine", prealign_finest=2,
                               grid_scale=4, output_scale=4.0, integrate=7, boundary="fixed", fold_penalty=100.0,
                               volume_penalty=0.2, lr=3e-3, iterations=100, patience=40, min_delta=1e-4,
                               intensity_clip=0.005, intensity_match="linear", notes=_CPU_NOTES),

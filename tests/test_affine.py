@@ -1,5 +1,6 @@
 """The affine pre-alignment (dipreg.methods.affine) and its use by register / register_many."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -11,12 +12,14 @@ from dipreg.data import sample_pair
 from dipreg.losses import get_loss
 from dipreg.methods.affine import (
     AREA_WARNING,
+    LEVELS,
     affine_displacement,
     area_change,
     area_warning,
     compose_affine,
     fit_affine,
     identity_theta,
+    levels_to,
     linear_part,
 )
 from dipreg.methods.engine import RegistrationWarning
@@ -52,12 +55,28 @@ def test_compose_affine_matches_resampled_composition():
     assert (exact - resampled)[..., 8:-8, 8:-8].abs().max() < 1e-3
 
 
-def test_fit_affine_recovers_a_known_map():
+@pytest.mark.parametrize("finest", [1, 2])
+def test_fit_affine_recovers_a_known_map(finest):
+    """Down to full resolution (the first default) or to half of it (the cpu preset's ``prealign_finest=2``)."""
     m = _image()
     f = warp_tensor(m, affine_displacement(THETA, m.shape[-2:]))
-    theta = fit_affine(m, f, get_loss("mae"))
+    theta = fit_affine(m, f, get_loss("mae"), levels=levels_to(finest))
     err = (affine_displacement(theta, m.shape[-2:]) - affine_displacement(THETA, m.shape[-2:])).norm(dim=1)
     assert err.mean() < 0.3, err.mean()
+
+
+def test_levels_to_keeps_the_coarse_levels():
+    assert levels_to(1) == LEVELS and [f for f, _ in levels_to(2)] == [4, 2] and [f for f, _ in levels_to(4)] == [4]
+
+
+def test_register_runs_the_affine_stage_down_to_prealign_finest(monkeypatch):
+    seen = []
+    real = sys.modules["dipreg.methods.dip"].fit_affine
+    monkeypatch.setattr("dipreg.methods.dip.fit_affine", lambda *a, **kw: seen.append(kw["levels"]) or real(*a, **kw))
+    m = _image()[0, 0].numpy()
+    for finest in (1, 2):
+        dipreg.register(m, m, config="cpu", progress=False, iterations=1, prealign_finest=finest)
+    assert seen == [levels_to(1), levels_to(2)]
 
 
 def test_fit_affine_keeps_identity_for_identical_images():
@@ -121,7 +140,7 @@ def test_register_warns_when_the_affine_stage_changes_area_a_lot(monkeypatch, ma
     than half its area: the result says so instead of staying silent."""
     big = torch.tensor([[[1.6, 0.0, 0.0], [0.0, 1.6, 0.0]]])
     module = "dipreg.methods.batch" if many else "dipreg.methods.dip"
-    monkeypatch.setattr(f"{module}.fit_affine", lambda m, f, loss_fn: big.clone())
+    monkeypatch.setattr(f"{module}.fit_affine", lambda m, f, loss_fn, **kw: big.clone())
     mm = _image(64)[0, 0].numpy()
     kw = dict(progress=False, iterations=2, down=(8, 16), up=(8, 16), grid_scale=4, output_scale=4.0)
     with pytest.warns(RegistrationWarning, match="changed the area by a factor of 2.56"):

@@ -48,7 +48,8 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "winsorised intensities, the moving image brought to the fixed image's scale"),
     ("early stopping", ("lr", "iterations", "patience", "min_delta"),
      "a larger learning rate, the preset's budget of steps, and a stop when the loss no longer falls"),
-    ("affine pre-alignment", ("prealign",), "a global affine map fitted first"),
+    ("affine pre-alignment", ("prealign", "prealign_finest"), "a global affine map fitted first, coarse to fine down "
+     "to half the image's resolution"),
     ("volume regulariser", ("volume_penalty",), "an explicit penalty on the variance of log det J"),
     ("network detail", ("skip", "upsample"), "wider skip branches and nearest-neighbour upsampling inside the "
      "generator: finer detail in the field for a few per cent more time"),

@@ -28,6 +28,11 @@ LEVELS: tuple[tuple[int, int], ...] = ((4, 200), (2, 100), (1, 50))
 """(downsampling factor, at most this many Adam steps) per level, coarse to fine."""
 
 
+def levels_to(finest: int) -> tuple[tuple[int, int], ...]:
+    """The levels of :data:`LEVELS` down to the downsampling factor ``finest`` (1 = all, full resolution last)."""
+    return tuple(level for level in LEVELS if level[0] >= finest)
+
+
 def identity_theta(n: int = 1, *, device: torch.device | str | None = None) -> torch.Tensor:
     """The identity affine map, (n, 2, 3) in normalised coordinates."""
     return torch.eye(2, 3, device=device).expand(n, 2, 3).clone()

@@ -36,7 +36,7 @@ import torch
 from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
 from dipreg.losses import field_penalty, get_loss
-from dipreg.methods.affine import area_change, area_warning, fit_affine
+from dipreg.methods.affine import area_change, area_warning, fit_affine, levels_to
 from dipreg.methods.dip import make_field, make_optimizer, optimiser_images, resolve_config, resolve_device
 from dipreg.methods.engine import BatchField, Noise, Stage, Terms, checked, run
 from dipreg.result import RegistrationResult
@@ -116,8 +116,8 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     gens = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
     models = [make_field(cfg, shape, s, dev) for s in seeds]
     loss_fn = get_loss(cfg.loss)
-    thetas = [fit_affine(m_t[i:i + 1], f_t[i:i + 1], loss_fn) if cfg.prealign == "affine" else None
-              for i in range(n)]
+    thetas = [fit_affine(m_t[i:i + 1], f_t[i:i + 1], loss_fn, levels=levels_to(cfg.prealign_finest))
+              if cfg.prealign == "affine" else None for i in range(n)]
     for m, theta in zip(models, thetas, strict=True):
         if theta is not None:
             m.set_prealign(theta)

@@ -29,6 +29,7 @@ from dipreg.methods.affine import (
     area_warning,
     compose_affine,
     fit_affine,
+    levels_to,
     linear_part,
 )
 from dipreg.methods.engine import (
@@ -333,7 +334,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     gen = torch.Generator(device=dev).manual_seed(seed)
     model = make_field(cfg, mov.shape, seed, dev)
     loss_fn = get_loss(cfg.loss)
-    theta = fit_affine(m_t, f_t, loss_fn) if cfg.prealign == "affine" else None
+    theta = fit_affine(m_t, f_t, loss_fn, levels=levels_to(cfg.prealign_finest)) if cfg.prealign == "affine" else None
     if theta is not None:
         model.set_prealign(theta)
     step_fn = compiled_objective() if compile else objective
