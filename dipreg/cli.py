@@ -311,6 +311,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             "stopped": result.info.get("stopped"),
             "warning": warning,
             "final_loss": result.history[-1] if result.history else None,
+            "readout_step": result.info.get("readout_step"),
             "seconds": result.seconds,
             "device": result.device,
             "torch_threads": torch.get_num_threads(),

@@ -34,7 +34,7 @@ class RegistrationConfig:
             returned displacement is the composition. Between subjects it takes up size, position and tilt,
             which a field held at the border cannot.
         prealign_finest: the finest level of the affine stage, as a downsampling factor of the image: 1 (full
-            resolution, the first default), 2 or 4 (:data:`dipreg.methods.affine.LEVELS`).
+            resolution, the field's default), 2 or 4 (:data:`dipreg.methods.affine.LEVELS`).
         grid_scale: the generator runs on a grid ``grid_scale`` times coarser than the image and its output
             is upsampled bilinearly (1 = the paper: z has the image's size). The grid never gets smaller than
             ``2 ** (len(down) + 1)`` pixels a side, so that the coarsest scale keeps 2 x 2 pixels.
@@ -65,7 +65,7 @@ class RegistrationConfig:
             steps (``patience=0`` never stops early).
         readout_draws: with ``noise="fresh"``, the returned field is the mean generator output over this many
             noise draws.
-        readout: with ``noise="fixed"``, which field is returned: ``"last"`` (the paper's choice: the network
+        readout: with ``noise="fixed"``, which field is returned: ``"last"`` (the earlier default: the network
             after the last optimiser step, a field that no loss has evaluated) or ``"best"`` (the field of the step
             with the lowest loss, fold barrier and volume term included; ``result.info["readout_step"]`` says
             which step). Fresh noise always reads out the mean over ``readout_draws``.

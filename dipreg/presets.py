@@ -6,8 +6,8 @@
 * ``cpu``: the default on a CPU, a hybrid of the paper's method and one explicit regulariser: a global affine
   pre-alignment, then a smaller generator of the same family (wider skip branches, nearest-neighbour upsampling),
   fed one fixed noise draw, on a control grid 4x coarser than the image, integrated as a stationary velocity
-  by scaling and squaring, held at the image border, with a barrier that stops the rare
-  pixel that would still fold and a penalty on the variance of log det J (the explicit term), robust
+  by scaling and squaring, held at the image border, read out at the step with the lowest loss, with a barrier
+  that stops the rare pixel that would still fold and a penalty on the variance of log det J (the explicit term), robust
   intensity handling (winsorised at the foreground's 0.5 and 99.5 % quantiles, the moving image brought to the
   fixed one's intensity scale) and early stopping. :func:`differences` lists every departure from ``paper``;
   BENCHMARKS.md has the measurements behind each value and which pairs chose them.
@@ -75,7 +75,7 @@ _CPU_NOTES = {
     "output_scale": "4 pixels per unit, so Adam's first steps move the field at a useful speed",
     "noise": "fixed: one draw of z kept for every step, as Ulyanov et al.'s DIP does (the paper draws afresh); on "
              "the development pairs tissue Dice 0.715 against 0.668 and LGG SSIM 0.683 against 0.675 with a quarter "
-             "fewer steps (8x grid, early stopping; BENCHMARKS.md, session 12), and the readout is one pass",
+             "fewer steps (8x grid, early stopping; BENCHMARKS.md, session 12), and no average over draws at the end",
     "readout": "best: the field of the step with the lowest loss, which the loss and its fold barrier have "
                "evaluated, not the network after the last Adam step, which none has (in session 14 that unseen last "
                "step folded one pixel of one LGG pair under the fine preset); on the development pairs tissue Dice "

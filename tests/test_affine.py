@@ -1,6 +1,5 @@
 """The affine pre-alignment (dipreg.methods.affine) and its use by register / register_many."""
 
-import sys
 import warnings
 
 import numpy as np
@@ -57,7 +56,7 @@ def test_compose_affine_matches_resampled_composition():
 
 @pytest.mark.parametrize("finest", [1, 2])
 def test_fit_affine_recovers_a_known_map(finest):
-    """Down to full resolution (the first default) or to half of it (the cpu preset's ``prealign_finest=2``)."""
+    """Down to full resolution (the field's default) or to half of it (the cpu preset's ``prealign_finest=2``)."""
     m = _image()
     f = warp_tensor(m, affine_displacement(THETA, m.shape[-2:]))
     theta = fit_affine(m, f, get_loss("mae"), levels=levels_to(finest))
@@ -69,13 +68,15 @@ def test_levels_to_keeps_the_coarse_levels():
     assert levels_to(1) == LEVELS and [f for f, _ in levels_to(2)] == [4, 2] and [f for f, _ in levels_to(4)] == [4]
 
 
-def test_register_runs_the_affine_stage_down_to_prealign_finest(monkeypatch):
+@pytest.mark.parametrize("many", [False, True])
+def test_register_runs_the_affine_stage_down_to_prealign_finest(monkeypatch, many):
     seen = []
-    real = sys.modules["dipreg.methods.dip"].fit_affine
-    monkeypatch.setattr("dipreg.methods.dip.fit_affine", lambda *a, **kw: seen.append(kw["levels"]) or real(*a, **kw))
-    m = _image()[0, 0].numpy()
+    module = "dipreg.methods.batch" if many else "dipreg.methods.dip"
+    monkeypatch.setattr(f"{module}.fit_affine", lambda *a, **kw: seen.append(kw["levels"]) or fit_affine(*a, **kw))
+    m = _image(64)[0, 0].numpy()
     for finest in (1, 2):
-        dipreg.register(m, m, config="cpu", progress=False, iterations=1, prealign_finest=finest)
+        kw = dict(config="cpu", progress=False, iterations=1, prealign_finest=finest)
+        dipreg.register_many([(m, m)], **kw) if many else dipreg.register(m, m, **kw)
     assert seen == [levels_to(1), levels_to(2)]
 
 

@@ -114,6 +114,10 @@ def test_fixed_noise_reads_out_each_pairs_best_evaluated_field(pairs):
     kw = dict(config="cpu", down=(8, 8), up=(8, 8), in_channels=8, grid_scale=2, iterations=5, lr=0.03)
     batch = register_many(pairs[:2], seed=[3, 11], progress=False, **kw)
     alone = _one_by_one(pairs[:2], [3, 11], **kw)
-    for b, a in zip(batch, alone, strict=True):
-        assert b.info["readout_step"] == int(np.argmin(b.history)) == a.info["readout_step"]
+    for i, (b, a) in enumerate(zip(batch, alone, strict=True)):
+        step = b.info["readout_step"]
+        assert step == int(np.argmin(b.history)) == a.info["readout_step"] and step > 0
         assert np.abs(b.displacement - a.displacement).max() < 0.05 * np.abs(a.displacement).max() + 1e-4
+        # exactly the field of that step: the weights after `step` steps, read out by readout="last"
+        upto = register_many(pairs[:2], seed=[3, 11], progress=False, **{**kw, "iterations": step, "readout": "last"})
+        np.testing.assert_array_equal(b.displacement, upto[i].displacement)

@@ -84,9 +84,11 @@ def test_a_converged_member_is_frozen_while_the_others_go_on():
 
     member0 = []
     fit = run([Stage(terms, torch.optim.Adam(list(field.stacked), lr=0.05), 6)], members=2, total=6, patience=2,
-              callback=lambda step, t, values: member0.append([p.detach()[0].clone() for p in field.stacked]))
+              callback=lambda step, t, values: member0.append([p.detach()[0].clone() for p in field.stacked]),
+              keep_best=True)
     assert fit.reason(0) == "converged" and fit.reason(1) == "iterations"
     assert len(fit.histories[0]) == 3 and len(fit.histories[1]) == 6
+    assert fit.best_step == [0, 5]  # the frozen member's steps after it froze are not its own
     assert not all(torch.equal(a, b) for a, b in zip(member0[1], member0[2], strict=True))  # still moving
     for a, b in zip(member0[2], member0[5], strict=True):  # frozen after its third step, despite Adam's momentum
         assert torch.equal(a, b)
@@ -128,6 +130,26 @@ def test_keep_best_keeps_the_evaluated_output_at_the_lowest_loss_of_the_last_sta
     never = run([Stage(quadratic(torch.ones(1, 2, 2, 2), ParameterField(torch.zeros(1, 2, 2, 2))),
                        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), 2)], total=2)
     assert never.best == [None] and never.best_step == [None]  # not asked for
+
+
+def test_keep_best_drops_a_step_cut_short_by_ctrl_c():
+    """Ctrl-C during step 2's backward pass: that step is in no history, so its output is not the one kept."""
+    field = ParameterField(torch.zeros(1, 2, 2, 2))
+
+    def ctrl_c(grad):
+        raise KeyboardInterrupt
+
+    def terms(it):
+        u = field()
+        loss = 0.5 * (u - 1).pow(2).sum()
+        if it == 2:
+            loss.register_hook(ctrl_c)
+        return Terms([loss], u)
+
+    fit = run([Stage(terms, torch.optim.SGD(field.parameters(), lr=0.5), 5)], total=5, keep_best=True,
+              interruptible=True)
+    assert fit.stopped == "interrupted" and fit.histories[0] == [4.0, 1.0]
+    assert fit.best_step == [1] and torch.equal(fit.best[0], torch.full((1, 2, 2, 2), 0.5))
 
 
 def test_fixed_noise_reads_out_the_kept_output():

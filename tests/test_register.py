@@ -77,7 +77,6 @@ def test_callback_sees_steps_and_can_stop():
     assert seen[0].displacement.shape == (1, 2, 64, 64)
 
 
-
 def test_the_field_returned_is_the_evaluated_one_with_the_lowest_loss():
     """Fixed noise and ``readout="best"`` (the cpu preset): the field of the step with the lowest loss (fold barrier
     and volume term included), as the callback saw it, not the weights after the last Adam step, which no loss has
@@ -284,6 +283,7 @@ NAN, INF = float("nan"), float("inf")
         ("output_scale", 0, ValueError), ("init_std", 0.0, ValueError), ("init_std", NAN, ValueError),
         ("init_std", "none", TypeError), ("normalize", "no", TypeError), ("normalize", 1, TypeError),
         ("upsample", 5, ValueError), ("loss", ["mae"], ValueError), ("readout", "mean", ValueError),
+        ("prealign_finest", 3, ValueError), ("prealign_finest", 2.0, TypeError),
     ],
 )
 def test_config_refuses_bad_field_values(field, value, exc):

@@ -58,8 +58,9 @@ __all__ = ["DIPField", "Plateau", "RegistrationError", "RegistrationInterrupted"
 
 class RegistrationInterrupted(KeyboardInterrupt):
     """Ctrl-C (any KeyboardInterrupt) during :func:`register`. Still a KeyboardInterrupt, so it stops
-    whatever called ``register``; ``history`` holds the losses so far and ``result`` the registration from
-    the weights reached (``result.info["stopped"] == "interrupted"``; ``None`` if they give no finite field)."""
+    whatever called ``register``; ``history`` holds the losses so far and ``result`` the field the run would
+    return so far (with ``readout="best"`` the lowest-loss field evaluated; ``result.info["stopped"] ==
+    "interrupted"``; ``None`` if there is no finite field)."""
 
     def __init__(self, history: list[float], result: RegistrationResult | None):
         super().__init__(f"registration interrupted after {len(history)} iteration(s)")

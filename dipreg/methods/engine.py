@@ -150,7 +150,7 @@ class Noise:
 
     def readout_step(self, fit: Fit, member: int = 0) -> int | None:
         """The index in ``member``'s history of the step whose field :meth:`readout` returns from ``fit.best``
-        (``None``: a mean over fresh draws, or no step ran)."""
+        (``None``: a mean over fresh draws, no field kept (``run(keep_best=False)``), or no step recorded)."""
         return fit.best_step[member] if self.fixed is not None and fit.best and fit.best[member] is not None else None
 
 
@@ -244,8 +244,8 @@ class Fit:
     """What :func:`run` did: ``histories`` (one list of losses per member), ``active`` (False for a member that
     converged), ``stopped``: ``"iterations"``, ``"converged"`` (every member), ``"callback"`` or
     ``"interrupted"``, and with ``run(keep_best=True)`` ``best`` (each member's output (1, ...) at its lowest
-    loss in the last stage, ``None`` before its first step) and ``best_step`` (that step's index in its
-    history)."""
+    recorded loss in the last stage in which it took a step, ``None`` before its first recorded step) and
+    ``best_step`` (that step's index in its history)."""
 
     histories: list[list[float]]
     active: list[bool]
@@ -291,8 +291,9 @@ def run(stages: Iterable[Stage], *, members: int = 1, total: int, patience: int 
             postfix (``None``: none).
         interruptible: catch a KeyboardInterrupt (Ctrl-C) and return with ``stopped == "interrupted"``, the
             parameters as reached; otherwise it propagates.
-        keep_best: keep in ``Fit.best`` each member's ``terms.output`` (a detached copy) at its lowest loss so far,
-            counted afresh in every stage; the readout of a fixed-input module (:meth:`Noise.readout`).
+        keep_best: keep in ``Fit.best`` each active member's ``terms.output`` (a detached copy) at its lowest loss
+            so far, counted afresh in every stage, once the step is in its history (a step cut short by Ctrl-C is
+            not); the readout of a fixed-input module (:meth:`Noise.readout`).
     """
     histories: list[list[float]] = [[] for _ in range(members)]
     plateaus = [Plateau(patience, min_delta) for _ in range(members)]
@@ -311,10 +312,9 @@ def run(stages: Iterable[Stage], *, members: int = 1, total: int, patience: int 
                         message = (nonfinite(step, k, value) if nonfinite is not None else
                                    f"the loss became {value} at iteration {step}; lower the learning rate")
                         raise RegistrationError(message, histories[k])
-                    if keep_best and fit.active[k] and value < lowest[k]:  # copied before the step moves it
-                        lowest[k] = value
-                        fit.best[k] = terms.output[k:k + 1].detach().clone()
-                        fit.best_step[k] = len(histories[k])
+                # copied before the optimiser step moves what the output may alias; kept once the step is recorded
+                pending = {k: terms.output[k:k + 1].detach().clone() for k, value in enumerate(values)
+                           if keep_best and fit.active[k] and value < lowest[k]}
                 stage.optimizer.zero_grad(set_to_none=True)
                 if members == 1:
                     terms.losses[0].backward()
@@ -331,6 +331,8 @@ def run(stages: Iterable[Stage], *, members: int = 1, total: int, patience: int 
                 for k, value in enumerate(values):
                     if fit.active[k]:
                         histories[k].append(value)
+                for k, output in pending.items():
+                    lowest[k], fit.best[k], fit.best_step[k] = values[k], output, len(histories[k]) - 1
                 if bar is not None:
                     bar.update(1)
                     if postfix is not None:
