@@ -14,7 +14,7 @@
 * ``gpu``: the ``cpu`` method at the paper's width (128 channels, 5 scales) and more steps, the default on CUDA
   (not yet measured on a GPU).
 * ``fine``: the ``cpu`` method on a control grid twice as fine (2x coarser than the image instead of 4x): closer
-  anatomy for about 2.2 times the ``cpu`` preset's time; the choice when accuracy matters more than the CPU's
+  anatomy for about 2.3 times the ``cpu`` preset's time; the choice when accuracy matters more than the CPU's
   seconds.
 """
 
@@ -99,8 +99,8 @@ _CPU_NOTES = {
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
     "iterations": "100: with the fixed input development tissue Dice rises 0.729 / 0.738 / 0.752 at steps 100 / "
                   "120 / 200 and LGG SSIM 0.686 / 0.691 / 0.696 (volume_penalty 0.1), while the whole call should "
-                  "cost at most 3x ANTs SyN's time (issue 11); at 120 steps it cost 3.2-3.4x, at 100 steps 2.7-2.8x, "
-                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, sessions 12 to 14)",
+                  "cost at most 3x ANTs SyN's time (issue 11); at 120 steps it cost 3.2-3.4x, at 100 steps 2.6-2.8x, "
+                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, sessions 12 to 15)",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
                 "the error grew again after ~100 steps (the fit starts to follow noise), so stopping matters",
     "min_delta": "1e-4 of MAE on [0, 1] intensities",
@@ -128,10 +128,10 @@ PRESETS["gpu"] = PRESETS["cpu"].replace(
 PRESETS["fine"] = PRESETS["cpu"].replace(
     preset="fine", grid_scale=2, output_scale=2.0,
     notes={**_CPU_NOTES,
-           "grid_scale": "2: a 128 x 128 control grid at 256 px; on the held-out tissue pairs label Dice 0.777 against "
-                         "the cpu preset's 0.745 (ANTs SyNCC 0.775, SyN 0.693) at SD log det J 0.107 (0.111; SyNCC "
-                         "0.275, SyN 0.132), no fold, for about 2.2x the cpu preset's time; on the 109 LGG pairs one "
-                         "pixel of one pair folded (BENCHMARKS.md, session 14)",
+           "grid_scale": "2: a 128 x 128 control grid at 256 px; on the held-out tissue pairs label Dice 0.776 against "
+                         "the cpu preset's 0.745 (ANTs SyNCC 0.775, SyN 0.693) at SD log det J 0.105 (0.111; SyNCC "
+                         "0.275, SyN 0.132), no fold, for about 2.3x the cpu preset's time (BENCHMARKS.md, sessions "
+                         "14 and 15)",
            "output_scale": "2 pixels per unit: one grid spacing per unit of output, as in the cpu preset"})
 register_presets(PRESETS)
 
