@@ -130,8 +130,9 @@ PRESETS["fine"] = PRESETS["cpu"].replace(
     notes={**_CPU_NOTES,
            "grid_scale": "2: a 128 x 128 control grid at 256 px; on the held-out tissue pairs label Dice 0.776 against "
                          "the cpu preset's 0.745 (ANTs SyNCC 0.775, SyN 0.693) at SD log det J 0.105 (0.111; SyNCC "
-                         "0.275, SyN 0.132), no fold, for about 2.3x the cpu preset's time (BENCHMARKS.md, sessions "
-                         "14 and 15)",
+                         "0.275, SyN 0.132), no fold, for about 2.3x the cpu preset's time; on the 109 LGG pairs SSIM "
+                         "+0.042 over SyN on the held-out ones, no fold (with readout 'last', session 14, one pixel of "
+                         "one pair folded; BENCHMARKS.md, sessions 14 and 15)",
            "output_scale": "2 pixels per unit: one grid spacing per unit of output, as in the cpu preset"})
 register_presets(PRESETS)
 
