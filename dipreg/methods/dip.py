@@ -372,7 +372,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
             warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
             seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
             info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
-                  "stopped": fit.stopped, "readout_step": noise.readout_step(fit), "seed": seed, **check,
+                  "stopped": fit.stopped, "readout_step": fit.best_step[0], "seed": seed, **check,
                   **({} if theta is None else {"affine": theta[0].tolist(),
                                                     "affine_area": area_change(theta, mov.shape)})},
         )

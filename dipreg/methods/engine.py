@@ -148,11 +148,6 @@ class Noise:
                 return module(self.fixed)
             return sum(module(self.draw()) for _ in range(self.draws)) / self.draws
 
-    def readout_step(self, fit: Fit, member: int = 0) -> int | None:
-        """The index in ``member``'s history of the step whose field :meth:`readout` returns from ``fit.best``
-        (``None``: a mean over fresh draws, no field kept (``run(keep_best=False)``), or no step recorded)."""
-        return fit.best_step[member] if self.fixed is not None and fit.best and fit.best[member] is not None else None
-
 
 class ParameterField(torch.nn.Module):
     """The classical parameterisation (paper eq. 1): the displacement itself, (1, 2, h, w) in pixels of its
@@ -244,8 +239,9 @@ class Fit:
     """What :func:`run` did: ``histories`` (one list of losses per member), ``active`` (False for a member that
     converged), ``stopped``: ``"iterations"``, ``"converged"`` (every member), ``"callback"`` or
     ``"interrupted"``, and with ``run(keep_best=True)`` ``best`` (each member's output (1, ...) at its lowest
-    recorded loss in the last stage in which it took a step, ``None`` before its first recorded step) and
-    ``best_step`` (that step's index in its history)."""
+    recorded loss in the last stage in which it took a step, ``None`` before its first recorded step or when
+    nothing is kept) and ``best_step`` (that step's index in its history, or ``None`` likewise: a caller's
+    ``info["readout_step"]``)."""
 
     histories: list[list[float]]
     active: list[bool]
