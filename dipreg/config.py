@@ -41,6 +41,10 @@ class RegistrationConfig:
         output_scale: pixels of displacement per unit of network output.
         integrate: 0 = the network output is the displacement u (the paper); n > 0 = it is a stationary
             velocity integrated by n scaling-and-squaring steps (diffeomorphic up to discretisation).
+        integrate_refine: with ``integrate``, how many of the last scaling-and-squaring steps (at most all
+            ``integrate`` of them) run on a grid twice as fine as the generator's, at most the image's size: 0 = all
+            on the generator's grid (the field's default). Composing creates detail finer than the velocity's grid,
+            which the coarse grid would blur before the field is upsampled to the image.
         boundary: ``"free"`` (the paper: the network may move the image border) or ``"fixed"`` (the field is
             tapered smoothly to zero over the outer sixteenth of the image, a Dirichlet boundary condition that
             keeps the image domain onto itself, so the mean det J of the network's field stays at 1; an affine
@@ -103,6 +107,7 @@ class RegistrationConfig:
     grid_scale: int = 1
     output_scale: float = 1.0
     integrate: int = 0
+    integrate_refine: int = 0
     smooth: float = 0.0
     fold_penalty: float = 0.0
     volume_penalty: float = 0.0
@@ -245,7 +250,7 @@ def _is_real(v: Any) -> bool:
 
 # field -> (lowest allowed value, whether the lowest value itself is allowed)
 _INTS = {"skip": 0, "in_channels": 1, "grid_scale": 1, "integrate": 0, "iterations": 1, "patience": 0,
-         "readout_draws": 1, "prealign_finest": 1}
+         "readout_draws": 1, "prealign_finest": 1, "integrate_refine": 0}
 _FLOATS = {"noise_std": (0.0, True), "output_scale": (0.0, False), "smooth": (0.0, True),
            "fold_penalty": (0.0, True), "volume_penalty": (0.0, True), "lr": (0.0, False), "min_delta": (0.0, True)}
 

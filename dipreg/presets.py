@@ -81,6 +81,12 @@ _CPU_NOTES = {
                "step folded one pixel of one LGG pair under the fine preset); on the development pairs tissue Dice "
                "0.7500 against 0.7498 and LGG SSIM 0.689 against 0.683 (BENCHMARKS.md, session 15)",
     "integrate": "7 scaling-and-squaring steps: the output is a velocity, so the field stays invertible",
+    "integrate_refine": "2: the last two of the 7 squarings on a grid twice as fine as the generator's (128 x 128 at "
+                        "256 px): on the development pairs tissue Dice 0.762 against 0.750 and LGG SSIM 0.693 against "
+                        "0.689 at the same SD log det J (0.100), for about the same time per step (under the fine "
+                        "preset, on the image's grid: 0.792 against 0.783); all 7 on that grid 0.762 / 0.693 for "
+                        "more time, all 7 on the image's grid 0.767 / 0.689 for about 1.5x the time per step "
+                        "(BENCHMARKS.md, session 16)",
     "smooth": "0: no Gaussian readout once volume_penalty is on; with the penalty, 0 / 3 / 6 px gave development "
               "tissue Dice 0.665 / 0.667 / 0.650 at SD log det J 0.113 / 0.113 / 0.101, LGG development SSIM "
               "0.684 / 0.676 / 0.674, known-field error (worst case) 0.145 / 0.189 px (BENCHMARKS.md, session 7); "
@@ -117,9 +123,9 @@ PRESETS: dict[str, RegistrationConfig] = {
                                 notes=_PAPER_NOTES),
     "cpu": RegistrationConfig(preset="cpu", down=(16, 32, 64), up=(16, 32, 64), skip=16, upsample="nearest",
                               noise="fixed", readout="best", prealign="affine", prealign_finest=2,
-                              grid_scale=4, output_scale=4.0, integrate=7, boundary="fixed", fold_penalty=100.0,
-                              volume_penalty=0.2, lr=3e-3, iterations=100, patience=40, min_delta=1e-4,
-                              intensity_clip=0.005, intensity_match="linear", notes=_CPU_NOTES),
+                              grid_scale=4, output_scale=4.0, integrate=7, integrate_refine=2, boundary="fixed",
+                              fold_penalty=100.0, volume_penalty=0.2, lr=3e-3, iterations=100, patience=40,
+                              min_delta=1e-4, intensity_clip=0.005, intensity_match="linear", notes=_CPU_NOTES),
 }
 PRESETS["gpu"] = PRESETS["cpu"].replace(
     preset="gpu", down=(128,) * 5, up=(128,) * 5, iterations=1000,

@@ -105,14 +105,25 @@ def compose(u_first: torch.Tensor, u_second: torch.Tensor) -> torch.Tensor:
     return u_second + warp_tensor(u_first, u_second, padding_mode="border")
 
 
-def integrate_velocity(v: torch.Tensor, steps: int = 7) -> torch.Tensor:
+def integrate_velocity(v: torch.Tensor, steps: int = 7, *, refine: int = 0,
+                       refine_shape: tuple[int, int] | None = None) -> torch.Tensor:
     """Scaling and squaring: the displacement of exp(v) for a stationary velocity ``v`` (N, 2, H, W), pixels.
 
     ``u = v / 2**steps`` is composed with itself ``steps`` times. The result is a diffeomorphism up to
     discretisation, so det J stays positive for smooth ``v``.
+
+    ``refine`` > 0: the last ``refine`` of the ``steps`` compositions run on the finer grid ``refine_shape``
+    (h, w) pixels, ``u`` resampled there by :func:`resize_displacement`; the result then has that shape, in its
+    pixels. Composing creates detail finer than the velocity's grid, which a coarse grid blurs.
     """
+    if not 0 <= refine <= steps:
+        raise ValueError(f"integrate_velocity: expected 0 <= refine <= steps, got refine={refine}, steps={steps}")
+    if refine and refine_shape is None:
+        raise ValueError("integrate_velocity: refine > 0 needs refine_shape, the finer grid's (h, w)")
     u = v / (2.0 ** steps)
-    for _ in range(steps):
+    for i in range(steps):
+        if refine and i == steps - refine and tuple(u.shape[-2:]) != tuple(refine_shape):
+            u = resize_displacement(u, refine_shape)
         u = compose(u, u)
     return u
 

@@ -245,6 +245,33 @@ def test_fine_preset_is_the_cpu_method_on_a_finer_grid():
     assert grids == [(128, 128), (64, 64)]
 
 
+def test_field_runs_its_last_squarings_on_a_grid_twice_as_fine():
+    """integrate_refine=k: the field is integrate_velocity with the last k squarings on twice the generator's grid
+    (capped at the image), then resized to the image; integrate=0 ignores it."""
+    from dipreg.transform import integrate_velocity, resize_displacement
+
+    cpu, dev = PRESETS["cpu"], torch.device("cpu")
+    assert cpu.integrate_refine == 2 and RegistrationConfig().integrate_refine == 0
+    for shape, fine_grid in (((256, 256), (128, 128)), ((64, 96), (32, 48)), ((20, 24), (20, 24))):
+        model = make_field(cpu, shape, 0, dev)
+        assert model.refine_grid == fine_grid
+    model = make_field(cpu, (128, 160), 0, dev)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.normal_(0.0, 0.3, generator=gen)
+        z = model.noise(torch.Generator().manual_seed(2), dev)
+        v = model.net(z) * model.factor
+        want = resize_displacement(integrate_velocity(v, 7, refine=2, refine_shape=(64, 80)), (128, 160))
+        torch.testing.assert_close(model(z), want, rtol=0, atol=0)
+        coarse = make_field(cpu.replace(integrate_refine=0), (128, 160), 0, dev)
+        coarse.load_state_dict(model.state_dict())
+        assert (coarse(z) - model(z)).abs().max() > 1e-2
+        flat = [make_field(cpu.replace(integrate=0, integrate_refine=k), (128, 160), 0, dev) for k in (0, 2)]
+        flat[1].load_state_dict(flat[0].state_dict())
+        torch.testing.assert_close(flat[0](z), flat[1](z), rtol=0, atol=0)
+
+
 def test_config_replace_and_dict():
     cfg = RegistrationConfig().replace(down=[4, 8], up=[4, 8], lr=0.1)
     assert cfg.down == (4, 8) and cfg.to_dict()["lr"] == 0.1 and "notes" not in cfg.to_dict()
@@ -284,6 +311,7 @@ NAN, INF = float("nan"), float("inf")
         ("init_std", "none", TypeError), ("normalize", "no", TypeError), ("normalize", 1, TypeError),
         ("upsample", 5, ValueError), ("loss", ["mae"], ValueError), ("readout", "mean", ValueError),
         ("prealign_finest", 3, ValueError), ("prealign_finest", 2.0, TypeError),
+        ("integrate_refine", -1, ValueError), ("integrate_refine", 1.5, TypeError),
     ],
 )
 def test_config_refuses_bad_field_values(field, value, exc):

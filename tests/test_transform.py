@@ -129,6 +129,32 @@ def test_integrate_velocity_of_constant_is_translation():
     torch.testing.assert_close(integrate_velocity(v), v)
 
 
+def test_integrate_velocity_refine_runs_the_last_squarings_on_the_finer_grid():
+    """refine=k: n - k compositions on v's grid, then the displacement resized to refine_shape, then k there."""
+    gen = torch.Generator().manual_seed(0)
+    v = torch.nn.functional.interpolate(torch.randn(1, 2, 4, 5, generator=gen, dtype=torch.float64) * 3,
+                                        size=(12, 15), mode="bicubic", align_corners=True)
+    by_hand = v / 2.0 ** 5
+    for _ in range(3):
+        by_hand = compose(by_hand, by_hand)
+    by_hand = resize_displacement(by_hand, (23, 29))
+    for _ in range(2):
+        by_hand = compose(by_hand, by_hand)
+    refined = integrate_velocity(v, 5, refine=2, refine_shape=(23, 29))
+    torch.testing.assert_close(refined, by_hand, rtol=0, atol=0)
+    coarse = integrate_velocity(v, 5)
+    assert refined.shape[-2:] == (23, 29) and coarse.shape[-2:] == (12, 15)
+    assert (resize_displacement(coarse, (23, 29)) - refined).abs().max() > 1e-3  # the finer grid changes the field
+    torch.testing.assert_close(integrate_velocity(v, 5, refine=2, refine_shape=(12, 15)), coarse, rtol=0, atol=0)
+    const = torch.full((1, 2, 8, 8), 1.5, dtype=torch.float64)  # a translation stays one, in the finer grid's pixels
+    torch.testing.assert_close(integrate_velocity(const, 7, refine=7, refine_shape=(15, 15)),
+                               torch.full((1, 2, 15, 15), 3.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="refine <= steps"):
+        integrate_velocity(v, 2, refine=3, refine_shape=(23, 29))
+    with pytest.raises(ValueError, match="needs refine_shape"):
+        integrate_velocity(v, 5, refine=1)
+
+
 def test_resize_displacement_rescales_pixels():
     u = torch.ones(1, 2, 5, 9)
     big = resize_displacement(u, (9, 17))

@@ -41,7 +41,8 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
      "upsampled to a field"),
     ("fixed input", ("noise", "readout"), "one noise draw kept as the input of every step (Ulyanov et al.'s DIP) "
      "instead of a fresh draw each step, and the field of the step with the lowest loss read out"),
-    ("velocity", ("integrate",), "the output is a stationary velocity, integrated by scaling and squaring"),
+    ("velocity", ("integrate", "integrate_refine"), "the output is a stationary velocity, integrated by scaling and "
+     "squaring, the last squarings on a grid twice as fine"),
     ("fixed border", ("boundary",), "the network's field held at zero on the image border"),
     ("fold barrier", ("fold_penalty",), "a penalty that acts only where det J falls below 0.1"),
     ("robust intensities", ("intensity_clip", "intensity_match"),
