@@ -5,12 +5,13 @@
   say what we chose. On inter-patient brain pairs it matches well but folds (book chapter 9).
 * ``cpu``: the default on a CPU, a hybrid of the paper's method and one explicit regulariser: a global affine
   pre-alignment, then a smaller generator of the same family (wider skip branches, nearest-neighbour upsampling),
-  fed one fixed noise draw, on a control grid 4x coarser than the image, integrated as a stationary velocity
-  by scaling and squaring, held at the image border, read out at the step with the lowest loss, with a barrier
-  that stops the rare pixel that would still fold and a penalty on the variance of log det J (the explicit term), robust
-  intensity handling (winsorised at the foreground's 0.5 and 99.5 % quantiles, the moving image brought to the
-  fixed one's intensity scale) and early stopping. :func:`differences` lists every departure from ``paper``;
-  BENCHMARKS.md has the measurements behind each value and which pairs chose them.
+  fed one fixed noise draw, on a control grid 4x coarser than the image, integrated as a stationary velocity by
+  scaling and squaring (the last two squarings on a grid twice as fine), held at the image border, read out at the
+  step with the lowest loss, with a barrier that stops the rare pixel that would still fold and a penalty on the
+  variance of log det J (the explicit term), robust intensity handling (winsorised at the foreground's 0.5 and 99.5
+  % quantiles, the moving image brought to the fixed one's intensity scale) and early stopping. :func:`differences`
+  lists every departure from ``paper``; BENCHMARKS.md has the measurements behind each value and which pairs chose
+  them.
 * ``gpu``: the ``cpu`` method at the paper's width (128 channels, 5 scales) and more steps, the default on CUDA
   (not yet measured on a GPU).
 * ``fine``: the ``cpu`` method on a control grid twice as fine (2x coarser than the image instead of 4x): closer
@@ -83,10 +84,10 @@ _CPU_NOTES = {
     "integrate": "7 scaling-and-squaring steps: the output is a velocity, so the field stays invertible",
     "integrate_refine": "2: the last two of the 7 squarings on a grid twice as fine as the generator's (128 x 128 at "
                         "256 px): on the development pairs tissue Dice 0.762 against 0.750 and LGG SSIM 0.693 against "
-                        "0.689 at the same SD log det J (0.100), for about the same time per step (under the fine "
-                        "preset, on the image's grid: 0.792 against 0.783); all 7 on that grid 0.762 / 0.693 for "
-                        "more time, all 7 on the image's grid 0.767 / 0.689 for about 1.5x the time per step "
-                        "(BENCHMARKS.md, session 16)",
+                        "0.689 at a lower SD log det J (0.100 against 0.110), on the held-out tissue pairs 0.755 "
+                        "against 0.745, for about a tenth more time a call (whole calls interleaved: 4.37 against "
+                        "3.87 s); all 7 on that grid 0.762 / 0.693 for more time, all 7 on the image's grid 0.767 / "
+                        "0.689 (BENCHMARKS.md, session 16)",
     "smooth": "0: no Gaussian readout once volume_penalty is on; with the penalty, 0 / 3 / 6 px gave development "
               "tissue Dice 0.665 / 0.667 / 0.650 at SD log det J 0.113 / 0.113 / 0.101, LGG development SSIM "
               "0.684 / 0.676 / 0.674, known-field error (worst case) 0.145 / 0.189 px (BENCHMARKS.md, session 7); "
@@ -134,11 +135,13 @@ PRESETS["gpu"] = PRESETS["cpu"].replace(
 PRESETS["fine"] = PRESETS["cpu"].replace(
     preset="fine", grid_scale=2, output_scale=2.0,
     notes={**_CPU_NOTES,
-           "grid_scale": "2: a 128 x 128 control grid at 256 px; on the held-out tissue pairs label Dice 0.776 against "
-                         "the cpu preset's 0.745 (ANTs SyNCC 0.775, SyN 0.693) at SD log det J 0.105 (0.111; SyNCC "
+           "grid_scale": "2: a 128 x 128 control grid at 256 px; on the held-out tissue pairs label Dice 0.782 against "
+                         "the cpu preset's 0.755 (ANTs SyNCC 0.775, SyN 0.693) at SD log det J 0.103 (0.103; SyNCC "
                          "0.275, SyN 0.132), no fold, for about 2.3x the cpu preset's time; on the 109 LGG pairs SSIM "
-                         "+0.042 over SyN on the held-out ones, no fold (with readout 'last', session 14, one pixel of "
-                         "one pair folded; BENCHMARKS.md, sessions 14 and 15)",
+                         "+0.042 over SyN on the held-out ones, no fold (BENCHMARKS.md, sessions 14 to 16)",
+           "integrate_refine": "2: the last two of the 7 squarings on the image's own grid (twice the 128 x 128 "
+                               "control grid): on the development pairs tissue Dice 0.792 against 0.783 and LGG SSIM "
+                               "0.695 against 0.694 (BENCHMARKS.md, session 16)",
            "output_scale": "2 pixels per unit: one grid spacing per unit of output, as in the cpu preset"})
 register_presets(PRESETS)
 
