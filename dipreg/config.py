@@ -41,10 +41,10 @@ class RegistrationConfig:
         output_scale: pixels of displacement per unit of network output.
         integrate: 0 = the network output is the displacement u (the paper); n > 0 = it is a stationary
             velocity integrated by n scaling-and-squaring steps (diffeomorphic up to discretisation).
-        integrate_refine: with ``integrate``, how many of the last scaling-and-squaring steps (at most all
-            ``integrate`` of them) run on a grid twice as fine as the generator's, at most the image's size: 0 = all
-            on the generator's grid (the field's default). Composing creates detail finer than the velocity's grid,
-            which the coarse grid would blur before the field is upsampled to the image.
+        integrate_refine: with ``integrate`` > 0, how many of its last scaling-and-squaring steps (at most all of
+            them) run on a grid twice as fine as the generator's, at most the image's size: 0 = all on the generator's
+            grid (the field's default); ignored when ``integrate`` is 0. Composing creates detail finer than the
+            velocity's grid, which the coarse grid would blur before the field is upsampled to the image.
         boundary: ``"free"`` (the paper: the network may move the image border) or ``"fixed"`` (the field is
             tapered smoothly to zero over the outer sixteenth of the image, a Dirichlet boundary condition that
             keeps the image domain onto itself, so the mean det J of the network's field stays at 1; an affine
@@ -282,6 +282,9 @@ def _check(c: RegistrationConfig) -> None:
     if c.prealign_finest not in (1, 2, 4):
         raise ValueError(f"config.prealign_finest: expected 1, 2 or 4 (the affine stage's finest downsampling "
                          f"factor), got {c.prealign_finest!r}")
+    if 0 < c.integrate < c.integrate_refine:
+        raise ValueError(f"config.integrate_refine: expected at most integrate={c.integrate} (the scaling-and-squaring "
+                         f"steps it refines; 0 with integrate=0 is ignored), got {c.integrate_refine!r}")
     for name, (low, inclusive) in _FLOATS.items():
         value = getattr(c, name)
         what = f"a finite number {'>=' if inclusive else '>'} {low:g}"

@@ -85,9 +85,9 @@ _CPU_NOTES = {
     "integrate_refine": "2: the last two of the 7 squarings on a grid twice as fine as the generator's (128 x 128 at "
                         "256 px): on the development pairs tissue Dice 0.762 against 0.750 and LGG SSIM 0.693 against "
                         "0.689 at a lower SD log det J (0.100 against 0.110), on the held-out tissue pairs 0.755 "
-                        "against 0.745, for about a tenth more time a call (whole calls interleaved: 4.37 against "
-                        "3.87 s); all 7 on that grid 0.762 / 0.693 for more time, all 7 on the image's grid 0.767 / "
-                        "0.689 (BENCHMARKS.md, session 16)",
+                        "against 0.745, for about 10 % more time a call (whole calls interleaved: 4.37 against 3.87 "
+                        "s, median per pair +8 %); all 7 on that grid 0.762 / 0.693 for more time, all 7 on the "
+                        "image's grid 0.767 / 0.689 (BENCHMARKS.md, session 16)",
     "smooth": "0: no Gaussian readout once volume_penalty is on; with the penalty, 0 / 3 / 6 px gave development "
               "tissue Dice 0.665 / 0.667 / 0.650 at SD log det J 0.113 / 0.113 / 0.101, LGG development SSIM "
               "0.684 / 0.676 / 0.674, known-field error (worst case) 0.145 / 0.189 px (BENCHMARKS.md, session 7); "
@@ -107,7 +107,7 @@ _CPU_NOTES = {
     "iterations": "100: with the fixed input development tissue Dice rises 0.729 / 0.738 / 0.752 at steps 100 / "
                   "120 / 200 and LGG SSIM 0.686 / 0.691 / 0.696 (volume_penalty 0.1), while the whole call should "
                   "cost at most 3x ANTs SyN's time (issue 11); at 120 steps it cost 3.2-3.4x, at 100 steps 2.6-2.8x, "
-                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, sessions 12 to 15)",
+                  "for a held-out tissue Dice of 0.717 against 0.721 (BENCHMARKS.md, sessions 12 to 16)",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
                 "the error grew again after ~100 steps (the fit starts to follow noise), so stopping matters",
     "min_delta": "1e-4 of MAE on [0, 1] intensities",

@@ -118,8 +118,10 @@ def integrate_velocity(v: torch.Tensor, steps: int = 7, *, refine: int = 0,
     """
     if not 0 <= refine <= steps:
         raise ValueError(f"integrate_velocity: expected 0 <= refine <= steps, got refine={refine}, steps={steps}")
-    if refine and refine_shape is None:
-        raise ValueError("integrate_velocity: refine > 0 needs refine_shape, the finer grid's (h, w)")
+    if refine and (refine_shape is None or len(refine_shape) != 2
+                   or any(f < n for f, n in zip(refine_shape, v.shape[-2:], strict=True))):
+        raise ValueError(f"integrate_velocity: refine > 0 needs refine_shape, a grid (h, w) at least as fine as v's "
+                         f"{tuple(v.shape[-2:])}, got {refine_shape}")
     u = v / (2.0 ** steps)
     for i in range(steps):
         if refine and i == steps - refine and tuple(u.shape[-2:]) != tuple(refine_shape):

@@ -271,6 +271,9 @@ def test_dip_loop_check_matches_register_and_names_the_mistake():
     from dipreg.teaching.checks.dip import check_dip_loop, reference_dip_loop
 
     assert check_dip_loop(reference_dip_loop, seed=3) is True
+    # seed 44: a problem on which the unfused Adam of a correct loop drifts from register's fused one past the
+    # tolerance by step 7 (the book's unseeded check failed on such a draw)
+    assert check_dip_loop(reference_dip_loop, seed=44) is True
     for kw, fragment in [({"zero_grad": False}, "zero_grad"), ({"fresh": False}, "fresh"),
                          ({"optimise_field": True}, "weights never changed"), ({"warp_fixed": True}, "fixed image"),
                          ({"sign": -1.0}, "wrong sign")]:

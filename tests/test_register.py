@@ -267,9 +267,19 @@ def test_field_runs_its_last_squarings_on_a_grid_twice_as_fine():
         coarse = make_field(cpu.replace(integrate_refine=0), (128, 160), 0, dev)
         coarse.load_state_dict(model.state_dict())
         assert (coarse(z) - model(z)).abs().max() > 1e-2
+        one = make_field(cpu.replace(integrate=1, integrate_refine=1), (128, 160), 0, dev)
+        one.load_state_dict(model.state_dict())
+        want = resize_displacement(integrate_velocity(v, 1, refine=1, refine_shape=(64, 80)), (128, 160))
+        torch.testing.assert_close(one(z), want, rtol=0, atol=0)
         flat = [make_field(cpu.replace(integrate=0, integrate_refine=k), (128, 160), 0, dev) for k in (0, 2)]
-        flat[1].load_state_dict(flat[0].state_dict())
-        torch.testing.assert_close(flat[0](z), flat[1](z), rtol=0, atol=0)
+        for f in flat:
+            f.load_state_dict(model.state_dict())
+        torch.testing.assert_close(flat[1](z), flat[0](z), rtol=0, atol=0)
+        torch.testing.assert_close(flat[0](z), torch.nn.functional.interpolate(
+            model.net(z) * flat[0].factor, size=(128, 160), mode="bilinear", align_corners=True), rtol=0, atol=0)
+    assert make_field(PRESETS["fine"], (256, 256), 0, dev).refine_grid == (256, 256)
+    with pytest.raises(ValueError, match="config.integrate_refine: expected at most integrate=1"):
+        cpu.replace(integrate=1)
 
 
 def test_config_replace_and_dict():

@@ -151,8 +151,9 @@ def test_integrate_velocity_refine_runs_the_last_squarings_on_the_finer_grid():
                                torch.full((1, 2, 15, 15), 3.0, dtype=torch.float64))
     with pytest.raises(ValueError, match="refine <= steps"):
         integrate_velocity(v, 2, refine=3, refine_shape=(23, 29))
-    with pytest.raises(ValueError, match="needs refine_shape"):
-        integrate_velocity(v, 5, refine=1)
+    for shape in (None, (6, 30)):
+        with pytest.raises(ValueError, match="needs refine_shape"):
+            integrate_velocity(v, 5, refine=1, refine_shape=shape)
 
 
 def test_resize_displacement_rescales_pixels():

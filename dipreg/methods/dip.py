@@ -170,6 +170,7 @@ class DIPField(torch.nn.Module):
             factor[:, 0] *= (self.grid[0] - 1) / (shape[0] - 1)
             factor[:, 1] *= (self.grid[1] - 1) / (shape[1] - 1)
         self.register_buffer("factor", factor, persistent=False)
+        # the grid of the last integrate_refine squarings: twice the generator's, at most the image's
         self.refine_grid = tuple(min(2 * g, n) for g, n in zip(self.grid, shape, strict=True))
         if cfg.smooth:  # the filter's width in grid pixels along each axis
             for axis, (g, n) in enumerate(zip(self.grid, shape, strict=True)):
@@ -219,10 +220,10 @@ class DIPField(torch.nn.Module):
         if self.cfg.smooth:
             out = self.smooth(out)
         out = out * self.factor
-        if self.cfg.integrate:  # integrate on the generator's grid, in that grid's pixel units
-            v = integrate_velocity(out, self.cfg.integrate, refine=min(self.cfg.integrate_refine, self.cfg.integrate),
-                                   refine_shape=self.refine_grid)
-            u = resize_displacement(v, self.shape)
+        if self.cfg.integrate:  # on the generator's grid in its pixel units, the last squarings on refine_grid
+            phi = integrate_velocity(out, self.cfg.integrate, refine=self.cfg.integrate_refine,
+                                     refine_shape=self.refine_grid)
+            u = resize_displacement(phi, self.shape)
         elif self.grid == self.shape:
             u = out
         else:
