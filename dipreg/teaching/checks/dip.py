@@ -317,6 +317,15 @@ def reference_dip_loop(net: torch.nn.Module, moving: torch.Tensor, fixed: torch.
     return history
 
 
+def _matches_reference(losses: list[float], moving: np.ndarray, fixed: np.ndarray, cfg: Any, run_seed: int,
+                       **mistake: Any) -> bool:
+    """Whether ``losses`` match :func:`reference_dip_loop` (with ``mistake``, one of its keywords) on the problem of
+    :func:`check_dip_loop`, set up afresh by :func:`loop_setup`."""
+    net, m, f, draw = loop_setup(moving, fixed, cfg, run_seed)
+    reference = reference_dip_loop(net, m, f, draw, cfg.iterations, cfg.lr, **mistake)
+    return close(np.array(losses), np.array(reference), 1e-6, 1e-4)
+
+
 def check_dip_loop(fn: Callable[..., Sequence[float]], *, seed: int | None = None) -> bool:
     """Check ``fn(net, moving, fixed, draw_noise, iterations, lr) -> losses``: the optimisation loop of eq. 2.
 
@@ -381,8 +390,7 @@ def check_dip_loop(fn: Callable[..., Sequence[float]], *, seed: int | None = Non
             continue
         # register's Adam is fused, a student's usually not: the two round differently and a few steps can amplify
         # that past the tolerance, so a match with the same loop on the unfused Adam counts as well
-        net2, m2, f2, draw2 = loop_setup(moving, fixed, cfg, run_seed)
-        if close(np.array(losses), np.array(reference_dip_loop(net2, m2, f2, draw2, iterations, cfg.lr)), 1e-6, 1e-4):
+        if _matches_reference(losses, moving, fixed, cfg, run_seed):
             continue
         variants = {
             "the gradients accumulate over the iterations: call optimizer.zero_grad() in every iteration, before "
@@ -394,9 +402,7 @@ def check_dip_loop(fn: Callable[..., Sequence[float]], *, seed: int | None = Non
             "that is the mean *squared* error; the paper's data term is the mean *absolute* error": dict(squared=True),
         }
         for hint, kw in variants.items():
-            net2, m2, f2, draw2 = loop_setup(moving, fixed, cfg, run_seed)
-            if close(np.array(losses), np.array(reference_dip_loop(net2, m2, f2, draw2, iterations, cfg.lr, **kw)),
-                      1e-6, 1e-4):
+            if _matches_reference(losses, moving, fixed, cfg, run_seed, **kw):
                 raise CheckFailed(f"{what}: {hint}")
         if abs(losses[0] - expected[0]) <= 1e-6 + 1e-4 * abs(expected[0]):
             i = next(i for i, (a, b) in enumerate(zip(losses, expected, strict=True))
