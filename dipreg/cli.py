@@ -308,6 +308,7 @@ def cmd_register(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "compile": args.compile,
             "iterations": result.info.get("iterations", len(result.history)),
+            "detail_steps": result.info.get("detail_steps", 0),
             "stopped": result.info.get("stopped"),
             "warning": warning,
             "final_loss": result.history[-1] if result.history else None,
@@ -329,7 +330,9 @@ def cmd_register(args: argparse.Namespace) -> int:
     if warning:
         print(f"dipreg register: warning: {warning}", file=sys.stderr)
     if result.info.get("stopped") == "interrupted":
-        print(f"dipreg register: interrupted after {len(result.history)} iteration(s); wrote the field reached to "
+        steps, detail = len(result.history), result.info.get("detail_steps") or 0
+        split = f" ({steps - detail} of the network, {detail} of the detail stage)" if detail else ""
+        print(f"dipreg register: interrupted after {steps} iteration(s){split}; wrote the field reached to "
               f"{out} (metrics.json says \"stopped\": \"interrupted\")", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"SSIM {metrics['ssim_before']:.3f} -> {metrics['ssim_after']:.3f}, mean det J {metrics['jac_mean']:.3f} "

@@ -73,6 +73,15 @@ class RegistrationConfig:
             after the last optimiser step, a field that no loss has evaluated) or ``"best"`` (the field of the step
             with the lowest loss, fold barrier and volume term included; ``result.info["readout_step"]`` says
             which step). Fresh noise always reads out the mean over ``readout_draws``.
+        detail_steps: after the network's fit, a detail stage of this many Adam steps (0 = none, the paper): the
+            network's field is kept fixed and a free stationary velocity on a grid twice as fine as the generator's
+            (at most the image's), Gaussian-smoothed by ``detail_sigma``, held at the border with
+            ``boundary="fixed"`` and integrated like the network's (``integrate``), is composed before it, fitted with
+            the same loss, fold barrier and volume term; the field read out is the one with the lowest loss. A
+            classical hand-made prior (a smoothed velocity) for the detail the network's coarse grid cannot hold:
+            with it the method is a hybrid (book chapter 7). detail_lr: Adam's learning rate of that velocity, in
+            image pixels per step. detail_sigma: standard deviation of its Gaussian smoothing, in image pixels
+            (0 = none).
         normalize: rescale both images to [0, 1] before optimising (:func:`dipreg.intensity.rescale`); the
             returned warped image is the *original* moving image warped.
         intensity_clip: with ``normalize``, the fraction of each image's foreground intensities clipped at
@@ -120,6 +129,9 @@ class RegistrationConfig:
     min_delta: float = 1e-4
     readout_draws: int = 8
     readout: str = "last"
+    detail_steps: int = 0
+    detail_lr: float = 0.4
+    detail_sigma: float = 2.0
     normalize: bool = True
     intensity_clip: float = 0.0
     intensity_match: str = "none"
@@ -250,9 +262,11 @@ def _is_real(v: Any) -> bool:
 
 # field -> (lowest allowed value, whether the lowest value itself is allowed)
 _INTS = {"skip": 0, "in_channels": 1, "grid_scale": 1, "integrate": 0, "iterations": 1, "patience": 0,
-         "readout_draws": 1, "prealign_finest": 1, "integrate_refine": 0}
+         "readout_draws": 1, "prealign_finest": 1, "integrate_refine": 0,
+         "detail_steps": 0}
 _FLOATS = {"noise_std": (0.0, True), "output_scale": (0.0, False), "smooth": (0.0, True),
-           "fold_penalty": (0.0, True), "volume_penalty": (0.0, True), "lr": (0.0, False), "min_delta": (0.0, True)}
+           "fold_penalty": (0.0, True), "volume_penalty": (0.0, True), "lr": (0.0, False), "min_delta": (0.0, True),
+           "detail_lr": (0.0, False), "detail_sigma": (0.0, True)}
 
 
 def _check(c: RegistrationConfig) -> None:

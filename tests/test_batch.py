@@ -51,8 +51,8 @@ def test_matches_register_after_several_steps(pairs):
     Adam turns rounding-level gradients (conv biases followed by BatchNorm have an exact gradient of 0)
     into full-size steps, so agreement decays with iterations; the bound is measured, with margin.
     """
-    kw = dict(config="cpu", down=(8, 8), up=(8, 8), in_channels=8, grid_scale=2, noise="fresh", readout_draws=2,
-              iterations=5)  # fresh noise, so that the readout's average over draws is batched too
+    kw = dict(config="cpu", detail_steps=0, down=(8, 8), up=(8, 8), in_channels=8, grid_scale=2, noise="fresh",
+              readout_draws=2, iterations=5)  # fresh noise, so that the readout's average over draws is batched too
     seeds = [3, 11]
     batch = register_many(pairs[:2], seed=seeds, progress=False, **kw)
     alone = _one_by_one(pairs[:2], seeds, **kw)
@@ -111,7 +111,7 @@ def test_gpu_check_script_dry_run(tmp_path):
 
 def test_fixed_noise_reads_out_each_pairs_best_evaluated_field(pairs):
     """The cpu preset's fixed noise: each pair's field is the one of its own lowest-loss step, as in register."""
-    kw = dict(config="cpu", down=(8, 8), up=(8, 8), in_channels=8, grid_scale=2, iterations=5, lr=0.03)
+    kw = dict(config="cpu", detail_steps=0, down=(8, 8), up=(8, 8), in_channels=8, grid_scale=2, iterations=5, lr=0.03)
     batch = register_many(pairs[:2], seed=[3, 11], progress=False, **kw)
     alone = _one_by_one(pairs[:2], [3, 11], **kw)
     for i, (b, a) in enumerate(zip(batch, alone, strict=True)):

@@ -195,7 +195,8 @@ def test_stopping_reference_matches_register():
     moving = rng.random((16, 16))
     fixed = np.roll(moving, 1, axis=0)
     res = dipreg.register(moving, fixed, config="cpu", seed=0, progress=False, iterations=60, patience=3,
-                          min_delta=1e-3, down=(4, 4), up=(4, 4), in_channels=2, readout_draws=1)
+                          min_delta=1e-3, down=(4, 4), up=(4, 4), in_channels=2, readout_draws=1,
+                          detail_steps=0)
     history = res.history
     assert cdip.reference_stopping_iteration(history, 3, 1e-3) == len(history)
 

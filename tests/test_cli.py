@@ -18,7 +18,7 @@ import torch
 from dipreg.cli import main, parse_value
 from dipreg.data import read_displacement, read_image, sample_pair, write_image
 from dipreg.methods.dip import resolve_device
-from dipreg.presets import default_config
+from dipreg.presets import default_config, get_preset
 from dipreg.transform import warp
 
 # A tiny generator so that each registration takes a fraction of a second.
@@ -335,9 +335,11 @@ def test_register_ctrl_c_writes_the_field_reached(tmp_path, pair, monkeypatch, c
     capsys.readouterr()
     assert main(["register", str(m), str(f), "--out", str(out), *TINY]) == 130
     err = capsys.readouterr().err
-    assert "interrupted after 2 iteration(s)" in err and str(out) in err
+    detail = get_preset("cpu").detail_steps
+    assert f"interrupted after {2 + detail} iteration(s) (2 of the network, {detail} of the detail stage)" in err
+    assert str(out) in err
     report = json.loads((out / "metrics.json").read_text())
-    assert report["stopped"] == "interrupted" and report["iterations"] == 2
+    assert report["stopped"] == "interrupted" and report["iterations"] == 2 and report["detail_steps"] == detail
     assert (out / "displacement.npy").is_file() and (out / "warped.npy").is_file()
 
 

@@ -13,7 +13,8 @@ from dipreg.methods.affine import fit_affine
 from dipreg.methods.dip import RegistrationError, Step, compiled_objective, make_field, objective, optimiser_images
 from dipreg.presets import PRESETS, default_config, differences
 
-TINY = dict(down=(8, 16, 16), up=(8, 16, 16), in_channels=8, iterations=3, readout_draws=2)
+TINY = dict(down=(8, 16, 16), up=(8, 16, 16), in_channels=8, iterations=3, readout_draws=2, detail_steps=0)
+"""A small network; no detail stage (tests/test_detail.py has those), so the history is the network's steps."""
 
 
 def blob_pair(shape=(64, 64), shift=(2.0, -1.5)):

@@ -26,6 +26,8 @@ a factorial design; the base value is added to an axis that lacks it):
 ``integrate``   scaling-and-squaring steps (0 = the output is the displacement, the paper)
 ``fold_penalty``  weight of the fold barrier (0 = none, the paper)
 ``volume_penalty``  weight of the variance of log det J, an explicit regulariser (0 = none, the paper)
+``detail_steps``  steps of the detail stage after the network's fit, a smoothed free velocity on a finer grid
+                (0 = none, the paper)
 """
 
 from __future__ import annotations
@@ -69,10 +71,11 @@ ABLATION_AXES: dict[str, list[Any]] = {
     "integrate": [0, 7],
     "fold_penalty": [0.0, 10.0, 100.0],
     "volume_penalty": [0.0, 0.1, 1.0],
+    "detail_steps": [0, 60],
 }
 """Axis name -> values tried, one axis at a time around the base configuration."""
 _CONFIG_AXES = ("skip", "init_std", "noise_std", "noise", "loss", "lr", "prealign", "smooth", "intensity_match",
-                "integrate", "fold_penalty", "volume_penalty")
+                "integrate", "fold_penalty", "volume_penalty", "detail_steps")
 """Axes whose value is a :class:`RegistrationConfig` field of the same name."""
 
 METHODS = ("dip", "classical-w0", "classical")

@@ -54,6 +54,9 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("volume regulariser", ("volume_penalty",), "an explicit penalty on the variance of log det J"),
     ("network detail", ("skip", "upsample"), "wider skip branches and nearest-neighbour upsampling inside the "
      "generator: finer detail in the field for a few per cent more time"),
+    ("detail stage", ("detail_steps", "detail_lr", "detail_sigma"), "after the network's fit, a short stage that fits "
+     "a Gaussian-smoothed free velocity on a grid twice as fine, composed before the network's field: a classical "
+     "prior for the detail the network's coarse grid cannot hold"),
 )
 """The rungs, in order: (name, config fields set to the target preset's values, what the step is)."""
 

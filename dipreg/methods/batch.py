@@ -37,7 +37,15 @@ from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
 from dipreg.losses import field_penalty, get_loss
 from dipreg.methods.affine import area_change, area_warning, fit_affine, levels_to
-from dipreg.methods.dip import make_field, make_optimizer, optimiser_images, resolve_config, resolve_device
+from dipreg.methods.dip import (
+    DetailField,
+    detail_terms,
+    make_field,
+    make_optimizer,
+    optimiser_images,
+    resolve_config,
+    resolve_device,
+)
 from dipreg.methods.engine import BatchField, Noise, Stage, Terms, checked, run
 from dipreg.result import RegistrationResult
 from dipreg.transform import warp, warp_tensor
@@ -147,17 +155,32 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
               keep_best=noise.fixed is not None and cfg.readout == "best")
 
     u = noise.readout(field, None if any(b is None for b in fit.best) else torch.cat(fit.best))
+    histories, readout_steps = [list(h) for h in fit.histories], list(fit.best_step)
+    net_steps = [len(h) for h in histories]
+    if cfg.detail_steps:  # as register: one free velocity per pair, all pairs in one loop
+        detail = DetailField(cfg, shape, models[0].refine_grid, u)
+        dfit = run([Stage(detail_terms(detail, m_t, f_t, loss_fn, cfg),
+                          make_optimizer([detail.velocity], cfg, dev, lr=cfg.detail_lr), cfg.detail_steps)],
+                   members=n, total=cfg.detail_steps, progress=progress, keep_best=True,
+                   nonfinite=lambda it, i, value: (f"pairs[{i}] (seed {seeds[i]}): the loss became {value} at step "
+                                                   f"{it} of the detail stage; lower detail_lr (now {cfg.detail_lr})"),
+                   desc=f"dipreg batch x{n} detail [{cfg.preset}, {dev.type}]")
+        u = torch.cat(dfit.best)
+        for i in range(n):
+            histories[i] += dfit.histories[i]
+            readout_steps[i] = net_steps[i] + dfit.best_step[i]
     batch_seconds = time.perf_counter() - start
     results = []
     for i, (mov, fix) in enumerate(data):
-        disp, check = checked(m_t[i:i + 1], f_t[i:i + 1], u[i:i + 1], loss_fn, fit.histories[i],
+        disp, check = checked(m_t[i:i + 1], f_t[i:i + 1], u[i:i + 1], loss_fn, histories[i],
                               label=f"pairs[{i}]: ",
                               extra=None if thetas[i] is None else area_warning(thetas[i], shape))
         results.append(RegistrationResult(
-            warped=warp(mov, disp), displacement=disp, history=fit.histories[i], config=cfg,
+            warped=warp(mov, disp), displacement=disp, history=histories[i], config=cfg,
             seconds=batch_seconds / n, moving=mov, fixed=fix, method="dip", device=str(dev),
-            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(fit.histories[i]),
-                  "stopped": fit.reason(i), "readout_step": fit.best_step[i], "seed": seeds[i], "batch_size": n,
+            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": net_steps[i],
+                  "detail_steps": len(histories[i]) - net_steps[i], "stopped": fit.reason(i),
+                  "readout_step": readout_steps[i], "seed": seeds[i], "batch_size": n,
                   "batch_index": i, "batch_seconds": batch_seconds, **check,
                   **({} if thetas[i] is None else {"affine": thetas[i][0].tolist(),
                                                           "affine_area": area_change(thetas[i], shape)})}))

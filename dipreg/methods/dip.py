@@ -46,14 +46,15 @@ from dipreg.methods.engine import (
 )
 from dipreg.presets import default_config, get_preset
 from dipreg.result import RegistrationResult
-from dipreg.transform import ALIGN_CORNERS, integrate_velocity, resize_displacement, warp, warp_tensor
+from dipreg.transform import ALIGN_CORNERS, compose, integrate_velocity, resize_displacement, warp, warp_tensor
 from dipreg.validate import ArrayLike, as_image, check_seed, same_shape
 
 # The loop, its early stopping, progress bar, errors and quality check live in dipreg.methods.engine; the DIP method's
 # public names are kept here, where the book and the user look for them.
-__all__ = ["DIPField", "Plateau", "RegistrationError", "RegistrationInterrupted", "RegistrationWarning", "Step",
-           "compiled_objective", "make_field", "make_optimizer", "objective", "optimiser_images", "progress_bar",
-           "quality_check", "register", "resolve_config", "resolve_device"]
+__all__ = ["DIPField", "DetailField", "Plateau", "RegistrationError", "RegistrationInterrupted",
+           "RegistrationWarning", "Step", "compiled_objective", "detail_terms", "make_field", "make_optimizer",
+           "objective", "optimiser_images", "progress_bar", "quality_check", "register", "resolve_config",
+           "resolve_device"]
 
 
 class RegistrationInterrupted(KeyboardInterrupt):
@@ -144,6 +145,19 @@ def _gaussian_kernel(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
+def _smooth(v: torch.Tensor, kernels: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """A field (N, 2, h, w) filtered along rows, then columns, by the two 1D ``kernels`` (edges replicated; written
+    with ``torch.cat`` rather than ``F.pad(mode="replicate")``, whose backward ``torch.compile`` cannot trace)."""
+    for axis, k in enumerate(kernels):
+        r = k.shape[-1] // 2
+        dim = 2 + axis
+        first, last = v.narrow(dim, 0, 1), v.narrow(dim, v.shape[dim] - 1, 1)
+        v = torch.cat([first.repeat_interleave(r, dim), v, last.repeat_interleave(r, dim)], dim)
+        weight = (k.view(1, 1, -1, 1) if axis == 0 else k.view(1, 1, 1, -1)).expand(2, 1, -1, -1)
+        v = F.conv2d(v, weight, groups=2)
+    return v
+
+
 class DIPField(torch.nn.Module):
     """The paper's parameterisation: noise z -> generator -> displacement u in pixels at the image size."""
 
@@ -201,18 +215,8 @@ class DIPField(torch.nn.Module):
         return z * self.cfg.noise_std
 
     def smooth(self, v: torch.Tensor) -> torch.Tensor:
-        """The Gaussian low-pass of ``cfg.smooth`` image pixels on the generator's grid, (N, 2, h, w) in and out
-        (edges replicated; written with ``torch.cat`` rather than ``F.pad(mode="replicate")``, whose backward
-        ``torch.compile`` cannot trace)."""
-        for axis in range(2):
-            k = getattr(self, f"kernel{axis}")
-            r = k.shape[-1] // 2
-            dim = 2 + axis
-            first, last = v.narrow(dim, 0, 1), v.narrow(dim, v.shape[dim] - 1, 1)
-            v = torch.cat([first.repeat_interleave(r, dim), v, last.repeat_interleave(r, dim)], dim)
-            weight = (k.view(1, 1, -1, 1) if axis == 0 else k.view(1, 1, 1, -1)).expand(2, 1, -1, -1)
-            v = F.conv2d(v, weight, groups=2)
-        return v
+        """The Gaussian low-pass of ``cfg.smooth`` image pixels on the generator's grid, (N, 2, h, w) in and out."""
+        return _smooth(v, (self.kernel0, self.kernel1))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Displacement (1, 2, H, W) in image pixels for the noise ``z``."""
@@ -233,6 +237,57 @@ class DIPField(torch.nn.Module):
         return u
 
 
+class DetailField(torch.nn.Module):
+    """The detail stage's field (``cfg.detail_steps``): a free stationary velocity on ``grid``, composed before the
+    fixed field ``base`` (B, 2, H, W) in image pixels, e.g. the network's readout: ``u(x) = d(x) + base(x + d(x))``
+    with ``d`` the velocity's integral. The velocity (B, 2, *grid) is held in image pixels and starts at zero (so
+    ``u == base``); each evaluation smooths it with a Gaussian of ``cfg.detail_sigma`` image pixels, tapers it to
+    zero at the border with ``cfg.boundary="fixed"`` (as :class:`DIPField`) and integrates it by ``cfg.integrate``
+    scaling-and-squaring steps (0: used as a displacement).
+    """
+
+    def __init__(self, cfg: RegistrationConfig, shape: tuple[int, int], grid: tuple[int, int], base: torch.Tensor):
+        super().__init__()
+        self.cfg, self.shape = cfg, shape
+        self.velocity = torch.nn.Parameter(base.new_zeros((base.shape[0], 2, *grid)))
+        self.register_buffer("base", base.detach(), persistent=False)
+        # image pixels -> grid pixels along each axis, times the border window
+        scale = [(g - 1) / max(n - 1, 1) for g, n in zip(grid, shape, strict=True)]
+        factor = base.new_tensor(scale).view(1, 2, 1, 1).expand(1, 2, *grid)
+        if cfg.boundary == "fixed":
+            factor = factor * DIPField._window(grid).to(base)
+        self.register_buffer("factor", factor, persistent=False)
+        self.kernels = None if not cfg.detail_sigma else tuple(
+            _gaussian_kernel(cfg.detail_sigma * s).to(base) for s in scale)
+
+    def forward(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Displacement (B, 2, H, W) in image pixels (``z`` is ignored: the stage has no noise input)."""
+        v = self.velocity if self.kernels is None else _smooth(self.velocity, self.kernels)
+        v = v * self.factor
+        d = integrate_velocity(v, self.cfg.integrate) if self.cfg.integrate else v
+        return compose(self.base, resize_displacement(d, self.shape))
+
+
+def detail_terms(detail: DetailField, moving: torch.Tensor, fixed: torch.Tensor,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 cfg: RegistrationConfig) -> Callable[[int], Terms]:
+    """The detail stage's objective for :func:`dipreg.methods.engine.run`: per pair (member) of the (B, 1, H, W)
+    images, the data term plus ``cfg``'s fold barrier and volume term, as :func:`objective` computes them."""
+
+    def terms(it: int) -> Terms:
+        u = detail()
+        warped = warp_tensor(moving, u)
+        losses = []
+        for i in range(u.shape[0]):
+            loss = loss_fn(warped[i:i + 1], fixed[i:i + 1])
+            if cfg.fold_penalty or cfg.volume_penalty:
+                loss = loss + field_penalty(u[i:i + 1], cfg.fold_penalty, cfg.volume_penalty)
+            losses.append(loss)
+        return Terms(losses, u, warped)
+
+    return terms
+
+
 def optimiser_images(moving: np.ndarray, fixed: np.ndarray, cfg: RegistrationConfig,
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The two (H, W) images as the optimiser sees them: float32 (H, W) tensors on ``device``.
@@ -247,15 +302,17 @@ def optimiser_images(moving: np.ndarray, fixed: np.ndarray, cfg: RegistrationCon
 
 
 def make_optimizer(params: Iterable[torch.Tensor], cfg: RegistrationConfig,
-                   device: torch.device) -> torch.optim.Optimizer:
-    """The optimiser ``cfg.optimizer`` at ``cfg.lr`` over ``params`` (leaf tensors that require grad).
+                   device: torch.device, lr: float | None = None) -> torch.optim.Optimizer:
+    """The optimiser ``cfg.optimizer`` at ``lr`` (``None``: ``cfg.lr``) over ``params`` (leaf tensors that require
+    grad).
 
     Adam runs fused (one kernel for all tensors per step) on CPU and CUDA: the same update as the
     default implementation up to float rounding, and faster (BENCHMARKS.md, "after fused Adam").
     """
+    lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr)
-    return torch.optim.Adam(params, lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
+        return torch.optim.SGD(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, fused=device.type in ("cpu", "cuda"))
 
 
 def objective(model: DIPField, z: torch.Tensor, moving: torch.Tensor, fixed: torch.Tensor,
@@ -292,7 +349,8 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
     ``config="paper"`` is the paper's method (eq. 2: the network's weights optimised on the MAE, the field read
     out as a displacement). The default presets (``"cpu"``, ``"gpu"``) are a hybrid built on it: the same
     generator, but after an affine pre-alignment, on a coarse control grid and integrated as a velocity, with
-    robust intensity handling, a fold barrier, an explicit volume regulariser and early stopping;
+    robust intensity handling, a fold barrier, an explicit volume regulariser and early stopping, followed by a
+    detail stage (:class:`DetailField`, ``detail_steps``: a smoothed free velocity on a finer grid);
     :func:`dipreg.presets.differences` lists every departure from the paper and the book's chapter "Reproducing
     the brain MRI results" measures each one.
 
@@ -367,21 +425,43 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
               progress=progress, desc=f"dipreg [{cfg.preset}, {dev.type}]", interruptible=True,
               keep_best=noise.fixed is not None and cfg.readout == "best")
     history = fit.histories[0]
+    stopped, readout_step = fit.stopped, fit.best_step[0]
+    net_steps = len(history)
+    best = fit.best[0]
+    if cfg.detail_steps and stopped in ("iterations", "converged"):
+        detail = DetailField(cfg, mov.shape, model.refine_grid, noise.readout(model, best))
+
+        def detail_step(it: int, t: Terms, values: list[float]) -> bool | None:
+            return callback(Step(net_steps + it, values[0], t.output.detach(), t.warped.detach()))
+
+        dfit = run([Stage(detail_terms(detail, m_t, f_t, loss_fn, cfg),
+                          make_optimizer([detail.velocity], cfg, dev, lr=cfg.detail_lr), cfg.detail_steps)],
+                   total=cfg.detail_steps, callback=None if callback is None else detail_step,
+                   nonfinite=lambda it, _, value: (f"the loss became {value} at step {it} of the detail stage; lower "
+                                                   f"detail_lr (now {cfg.detail_lr}) or check the images"),
+                   progress=progress, desc=f"dipreg detail [{cfg.preset}, {dev.type}]", interruptible=True,
+                   keep_best=True)
+        history = history + dfit.histories[0]
+        if dfit.stopped != "iterations":
+            stopped = dfit.stopped
+        if dfit.best[0] is not None:
+            best, readout_step = dfit.best[0], net_steps + dfit.best_step[0]
 
     def readout() -> RegistrationResult:
-        u = noise.readout(model, fit.best[0])
+        u = noise.readout(model, best) if best is fit.best[0] else best
         disp, check = checked(m_t, f_t, u, loss_fn, history, stacklevel=3,
                               extra=None if theta is None else area_warning(theta, mov.shape))
         return RegistrationResult(
             warped=warp(mov, disp), displacement=disp, history=history, config=cfg,
             seconds=time.perf_counter() - start, moving=mov, fixed=fix, method="dip", device=str(dev),
-            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": len(history),
-                  "stopped": fit.stopped, "readout_step": fit.best_step[0], "seed": seed, **check,
+            info={"preset": cfg.preset, "overridden": cfg.overridden(), "iterations": net_steps,
+                  "detail_steps": len(history) - net_steps, "stopped": stopped, "readout_step": readout_step,
+                  "seed": seed, **check,
                   **({} if theta is None else {"affine": theta[0].tolist(),
                                                     "affine_area": area_change(theta, mov.shape)})},
         )
 
-    if fit.stopped != "interrupted":
+    if stopped != "interrupted":
         return readout()
     try:  # keep what the run reached, then let the interrupt go on
         partial = readout()
