@@ -61,8 +61,9 @@ class RegistrationConfig:
             with it the method is a hybrid of the network prior and a hand-made term (book chapter 7).
     Optimisation:
         loss: ``"mae"`` (the paper), ``"mse"`` or ``"lncc"``. MAE and MSE assume both images show the same
-            contrast; between contrasts (e.g. T1 before and after contrast agent) use ``"lncc"``: with MAE the
-            generator can move a tumour away to match its enhancement (book chapter 9, "Same-patient
+            contrast; between contrasts (e.g. T1 before and after contrast agent) use ``"lncc"``, and for two images
+            of one subject also ``detail_steps=0``: with MAE the generator can move a tumour away to match its
+            enhancement, and the detail stage follows the enhancement's edges (book chapter 9, "Same-patient
             pairings"). optimizer: ``"adam"`` or ``"sgd"``.
         lr: learning rate. iterations: maximum number of steps.
         patience, min_delta: stop early when the loss has not improved by ``min_delta`` for ``patience``

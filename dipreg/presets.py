@@ -16,8 +16,8 @@
   them.
 * ``gpu``: the ``cpu`` method at the paper's width (128 channels, 5 scales) and more steps, the default on CUDA
   (not yet measured on a GPU).
-* ``fine``: the ``cpu`` method on a control grid twice as fine (2x coarser than the image instead of 4x): closer
-  anatomy for about 2.3 times the ``cpu`` preset's time; the choice when accuracy matters more than the CPU's
+* ``fine``: the ``cpu`` method on a control grid twice as fine (2x coarser than the image instead of 4x): a little
+  closer anatomy for about 2.2 times the ``cpu`` preset's time; the choice when accuracy matters more than the CPU's
   seconds.
 """
 
@@ -122,7 +122,7 @@ _CPU_NOTES = {
                     "pairs (100 network steps) tissue Dice 0.802 against 0.762 at SD log det J 0.103 against 0.100 and "
                     "LGG SSIM 0.728 against 0.693; the stage alone (100 steps) after the affine map, without the "
                     "network, 0.789 / 0.718. With 70 network steps and the stage, on the held-out tissue pairs label "
-                    "Dice 0.796 against 0.755 (ANTs SyNCC 0.775) at SD log det J 0.108 (BENCHMARKS.md, session 17)",
+                    "Dice 0.793 against 0.755 (ANTs SyNCC 0.775) at SD log det J 0.108 (BENCHMARKS.md, session 17)",
     "detail_lr": "0.4 image pixels per step (0.2 of the 128 x 128 grid's): on the development pairs, with 30 steps "
                  "and 1 grid pixel of smoothing, 0.2 / 0.3 grid pixels per step gave tissue Dice 0.796 / 0.799, LGG "
                  "SSIM 0.723 / 0.725 at LGG SD log det J 0.168 / 0.172; 0.05 and 0.1 (1.5 pixels of smoothing) "
@@ -157,10 +157,11 @@ PRESETS["gpu"] = PRESETS["cpu"].replace(
 PRESETS["fine"] = PRESETS["cpu"].replace(
     preset="fine", grid_scale=2, output_scale=2.0,
     notes={**_CPU_NOTES,
-           "grid_scale": "2: a 128 x 128 control grid at 256 px; on the held-out tissue pairs label Dice 0.782 against "
-                         "the cpu preset's 0.755 (ANTs SyNCC 0.775, SyN 0.693) at SD log det J 0.103 (0.103; SyNCC "
-                         "0.275, SyN 0.132), no fold, for about 2.3x the cpu preset's time; on the 109 LGG pairs SSIM "
-                         "+0.042 over SyN on the held-out ones, no fold (BENCHMARKS.md, sessions 14 to 16)",
+           "grid_scale": "2: a 128 x 128 control grid at 256 px (the detail stage then on the image's own grid); on "
+                         "the held-out tissue pairs label Dice 0.801 against the cpu preset's 0.793 (ANTs SyNCC "
+                         "0.775, SyN 0.693) at SD log det J 0.108 (0.108; SyNCC 0.275, SyN 0.132), no fold, for about "
+                         "2.2x the cpu preset's time; before the detail stage 0.782 against 0.755 (BENCHMARKS.md, "
+                         "sessions 14 to 17)",
            "integrate_refine": "2: the last two of the 7 squarings on the image's own grid (twice the 128 x 128 "
                                "control grid): on the development pairs tissue Dice 0.792 against 0.783 and LGG SSIM "
                                "0.695 against 0.694 (BENCHMARKS.md, session 16)",
