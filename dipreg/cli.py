@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("fixed", help="fixed image file (its affine is kept for NIfTI outputs)")
     reg.add_argument("--out", required=True, help="output folder (created if missing)")
     reg.add_argument("--preset", help="configuration preset (default: 'gpu' on CUDA, 'cpu' otherwise)")
-    reg.add_argument("--iterations", type=positive_int, help="number of optimisation steps")
+    reg.add_argument("--iterations", type=positive_int,
+                     help="number of the network's optimisation steps (a detail stage, detail_steps, follows)")
     reg.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     reg.add_argument("--device", help="'cpu', 'cuda', 'cuda:1', ... (default: CUDA when available)")
     reg.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
@@ -139,13 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--methods", default="dip,classical,ants-SyN,ants-strong",
                      help="comma-separated: dip, classical, ants-<setting> (default: %(default)s)")
     rep.add_argument("--protocol", default="consecutive",
-                     help="consecutive, adjacent-slices or pre-post (two contrasts: consider --set loss=lncc)")
+                     help="consecutive, adjacent-slices or pre-post (two contrasts of one subject: consider "
+                          "--set loss=lncc --set detail_steps=0)")
     rep.add_argument("--slice", type=_slice_arg, default="middle", help="'middle' or a 0-based slice index")
     rep.add_argument("--channel", type=_channel_arg, help="t1_pre, flair (default) or t1_post (or 0, 1, 2)")
     rep.add_argument("--limit", type=_nonneg_int, help="at most this many pairs")
     rep.add_argument("--size", type=positive_int, help="resample pairs to SIZE x SIZE pixels first")
     rep.add_argument("--preset", help="DIP preset (default: 'gpu' on CUDA, 'cpu' otherwise)")
-    rep.add_argument("--iterations", type=positive_int, help="DIP iterations")
+    rep.add_argument("--iterations", type=positive_int, help="DIP network steps (the detail stage follows)")
     rep.add_argument("--set", dest="overrides", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                      help="change a DIP config field (repeatable)")
     rep.add_argument("--classical-set", dest="classical", action="append", type=_key_value, default=[],

@@ -80,8 +80,9 @@ class RegistrationConfig:
             ``boundary="fixed"`` and integrated like the network's (``integrate``), is composed before it, fitted with
             the same loss, fold barrier and volume term; the field read out is the one with the lowest loss. A
             classical hand-made prior (a smoothed velocity) for the detail the network's coarse grid cannot hold:
-            with it the method is a hybrid (book chapter 7). detail_lr: Adam's learning rate of that velocity, in
-            image pixels per step. detail_sigma: standard deviation of its Gaussian smoothing, in image pixels
+            with it the method is a hybrid (book chapter 7); a callback that stops the network's steps also skips
+            it. detail_lr: the learning rate of that velocity (of ``optimizer``, Adam in the presets), in image
+            pixels per step. detail_sigma: standard deviation of its Gaussian smoothing, in image pixels
             (0 = none).
         normalize: rescale both images to [0, 1] before optimising (:func:`dipreg.intensity.rescale`); the
             returned warped image is the *original* moving image warped.

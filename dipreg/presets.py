@@ -108,30 +108,31 @@ _CPU_NOTES = {
     "lr": "3e-3: of 1e-2 and 3e-3 tried on the LGG development pairs, 1e-2 folded more",
     "iterations": "70, then the detail stage's 60 steps: with the detail stage, 100 / 70 / 80 network steps and 60 / "
                   "60 / 40 detail steps gave development tissue Dice 0.802 / 0.800 / 0.797 and LGG SSIM 0.728 / "
-                  "0.725 / 0.723, and whole calls took about 3.2 / 2.6 / 2.6 times ANTs SyN's time (interleaved on 12 "
-                  "LGG pairs), while issue 11 asks for at most 3 times (BENCHMARKS.md, session 17). Before the "
-                  "detail stage: 100 steps, as more network steps still raised Dice a little (0.729 / 0.738 / 0.752 at "
-                  "100 / 120 / 200 in session 12) for time the budget did not have (sessions 12 to 16)",
+                  "0.725 / 0.723, and whole calls took about 3.1 / 2.5 / 2.6 times ANTs SyN's time (medians, "
+                  "interleaved on 12 LGG pairs), while issue 11 asks for at most 3 times (BENCHMARKS.md, session "
+                  "17). Before the detail stage: 100 steps, as more network steps still raised Dice a little (0.729 "
+                  "/ 0.738 / 0.752 at 100 / 120 / 200 in session 12) for time the budget did not have (sessions 12 "
+                  "to 16)",
     "patience": "40: stop when the loss has not improved by min_delta for 40 steps; on a known shift of a texture "
                 "the error grew again after ~100 steps (the fit starts to follow noise), so stopping matters",
     "min_delta": "1e-4 of MAE on [0, 1] intensities",
-    "detail_steps": "60: after the network's steps, 60 steps of a detail stage, a free velocity on the grid twice "
-                    "as fine as the generator's (128 x 128 at 256 px), Gaussian-smoothed, composed before the "
-                    "network's field and fitted with the same loss, barrier and volume term (a classical prior for "
-                    "the detail the network's 64 x 64 grid cannot hold; the default is a hybrid): on the development "
-                    "pairs (100 network steps) tissue Dice 0.802 against 0.762 at SD log det J 0.103 against 0.100 and "
-                    "LGG SSIM 0.728 against 0.693; the stage alone (100 steps) after the affine map, without the "
-                    "network, 0.789 / 0.718. With 70 network steps and the stage, on the held-out tissue pairs label "
-                    "Dice 0.793 against 0.755 (ANTs SyNCC 0.775) at SD log det J 0.108 (BENCHMARKS.md, session 17)",
+    "detail_steps": "60: after the network's steps, 60 steps of a detail stage, a free velocity on the grid twice as "
+                    "fine as the generator's (128 x 128 at 256 px), Gaussian-smoothed, composed before the network's "
+                    "field and fitted with the same loss, barrier and volume term (a classical prior for the detail "
+                    "the network's 64 x 64 grid cannot hold; the default is a hybrid): on the development pairs (100 "
+                    "network steps) tissue Dice 0.802 against 0.762 at SD log det J 0.103 against 0.100 and LGG SSIM "
+                    "0.728 against 0.693; the stage alone (100 steps) after the affine map and a single network step "
+                    "0.789 / 0.718. With 70 network steps and the stage, on the held-out tissue pairs label Dice 0.793"
+                    " against 0.755 (ANTs SyNCC 0.775) at SD log det J 0.108 (BENCHMARKS.md, session 17)",
     "detail_lr": "0.4 image pixels per step (0.2 of the 128 x 128 grid's): on the development pairs, with 30 steps "
                  "and 1 grid pixel of smoothing, 0.2 / 0.3 grid pixels per step gave tissue Dice 0.796 / 0.799, LGG "
                  "SSIM 0.723 / 0.725 at LGG SD log det J 0.168 / 0.172; 0.05 and 0.1 (1.5 pixels of smoothing) "
                  "0.771 and 0.776 (BENCHMARKS.md, session 17)",
-    "detail_sigma": "2 image pixels (1 of the 128 x 128 grid's): with 30 steps at 0.2 grid pixels a step, 0.7 / 1 grid "
-                    "pixels gave development tissue Dice 0.809 / 0.796 at SD log det J 0.109 / 0.104, LGG SSIM 0.729 "
-                    "/ 0.723 at SD 0.173 / 0.168; with 60 steps, 1.5 pixels (at 0.3) 0.786 / 0.101 against 1 "
-                    "pixel's 0.802 / 0.103: 1 pixel keeps the field about as smooth as the network's alone "
-                    "(BENCHMARKS.md, session 17)",
+    "detail_sigma": "2 image pixels (1 of the 128 x 128 grid's): in scratch runs (5 squarings) with 30 steps at 0.2 "
+                    "grid pixels a step, 0.7 / 1 grid pixels gave development tissue Dice 0.809 / 0.796 at SD log det "
+                    "J 0.109 / 0.104, LGG SSIM 0.729 / 0.723 at SD 0.173 / 0.168; 1 pixel keeps the field about as "
+                    "smooth as the network's alone. With 60 steps, 1.5 pixels (and a rate of 0.3) gave 0.786 / 0.101 "
+                    "against 1 pixel's 0.802 / 0.103 (BENCHMARKS.md, session 17)",
     "intensity_clip": "0.005: one hot pixel no longer sets an image's scale, as ANTs' scripts winsorise",
     "intensity_match": "linear: the moving image in the fixed one's units (scale and offset fitted to the middle "
                        "quantiles of both foregrounds, background kept at the fixed image's level); on the known-field "
@@ -165,7 +166,12 @@ PRESETS["fine"] = PRESETS["cpu"].replace(
            "integrate_refine": "2: the last two of the 7 squarings on the image's own grid (twice the 128 x 128 "
                                "control grid): on the development pairs tissue Dice 0.792 against 0.783 and LGG SSIM "
                                "0.695 against 0.694 (BENCHMARKS.md, session 16)",
-           "output_scale": "2 pixels per unit: one grid spacing per unit of output, as in the cpu preset"})
+           "output_scale": "2 pixels per unit: one grid spacing per unit of output, as in the cpu preset",
+           "detail_steps": "60, as the cpu preset, but the stage runs on the image's own grid (twice the 128 x 128 "
+                           "control grid); chosen for the cpu preset: with 100 network steps, development tissue "
+                           "Dice 0.813 against 0.792 without the stage (BENCHMARKS.md, session 17)",
+           "detail_lr": "0.4 image pixels per step, as the cpu preset (chosen there)",
+           "detail_sigma": "2 image pixels, as the cpu preset (chosen there)"})
 register_presets(PRESETS)
 
 

@@ -43,7 +43,7 @@ def test_a_zero_velocity_returns_the_base_field():
 def test_the_velocity_is_in_image_pixels_smoothed_held_at_the_border_and_integrated():
     """A constant velocity of c image pixels gives a shift of c pixels (no smoothing, free border, no integration);
     the cpu preset's field is integrate_velocity of the smoothed, windowed velocity, composed before the base."""
-    shape, grid = (33, 65), (17, 33)
+    shape, grid = (33, 65), (17, 17)  # unequal pixel ratios along the two axes: a swap of them shows
     flat = PRESETS["cpu"].replace(boundary="free", detail_sigma=0.0, integrate=0)
     field = DetailField(flat, shape, grid, torch.zeros(1, 2, *shape))
     with torch.no_grad():
@@ -85,8 +85,31 @@ def test_register_runs_the_stage_after_the_network_and_reads_out_its_best_field(
     without = dipreg.register(m, f, seed=0, progress=False, detail_steps=0, **SMALL)
     assert without.info["detail_steps"] == 0 and len(without.history) == net
     assert without.history == res.history[:net]  # the network's steps are untouched by the stage
+    # the field returned is the stage's best, not the network's: its loss is the lowest of the stage's
+    from dipreg.losses import field_penalty, get_loss
+    from dipreg.methods.dip import optimiser_images
+
+    def loss_of(result):
+        mt, ft = (t[None, None] for t in optimiser_images(m, f, result.config, torch.device("cpu")))
+        u = torch.as_tensor(result.displacement, dtype=torch.float32)[None]
+        cfg = result.config
+        return float(get_loss(cfg.loss)(dipreg.transform.warp_tensor(mt, u), ft)
+                     + field_penalty(u, cfg.fold_penalty, cfg.volume_penalty))
+
+    assert loss_of(res) == pytest.approx(min(res.history[net:]), rel=1e-3)
+    assert loss_of(res) < loss_of(without)
     again = dipreg.register(m, f, seed=0, progress=False, detail_steps=8, detail_lr=0.05, **SMALL)
     np.testing.assert_array_equal(again.displacement, res.displacement)
+
+
+def test_the_stage_after_a_last_step_readout_or_fresh_noise():
+    """Where the network's stage keeps no best field (readout="last", fresh noise), the stage starts from its
+    readout and still returns its own best field."""
+    m, f = blob_pair()
+    for kw in (dict(readout="last"), dict(noise="fresh", readout_draws=2)):
+        res = dipreg.register(m, f, seed=0, progress=False, detail_steps=4, detail_lr=0.05, **{**SMALL, **kw})
+        assert res.info["detail_steps"] == 4 and len(res.history) == 10 and np.isfinite(res.displacement).all()
+        assert res.info["readout_step"] == 6 + int(np.argmin(res.history[6:]))
 
 
 def test_a_callback_stop_or_an_interrupt_in_either_stage():

@@ -257,12 +257,14 @@ class DetailField(torch.nn.Module):
         if cfg.boundary == "fixed":
             factor = factor * DIPField._window(grid).to(base)
         self.register_buffer("factor", factor, persistent=False)
-        self.kernels = None if not cfg.detail_sigma else tuple(
-            _gaussian_kernel(cfg.detail_sigma * s).to(base) for s in scale)
+        self.smoothed = bool(cfg.detail_sigma)
+        for axis, s in enumerate(scale):  # the filter's width in grid pixels along each axis
+            kernel = _gaussian_kernel(cfg.detail_sigma * s).to(base) if self.smoothed else None
+            self.register_buffer(f"kernel{axis}", kernel, persistent=False)
 
     def forward(self, z: torch.Tensor | None = None) -> torch.Tensor:
         """Displacement (B, 2, H, W) in image pixels (``z`` is ignored: the stage has no noise input)."""
-        v = self.velocity if self.kernels is None else _smooth(self.velocity, self.kernels)
+        v = _smooth(self.velocity, (self.kernel0, self.kernel1)) if self.smoothed else self.velocity
         v = v * self.factor
         d = integrate_velocity(v, self.cfg.integrate) if self.cfg.integrate else v
         return compose(self.base, resize_displacement(d, self.shape))
@@ -434,13 +436,17 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
         def detail_step(it: int, t: Terms, values: list[float]) -> bool | None:
             return callback(Step(net_steps + it, values[0], t.output.detach(), t.warped.detach()))
 
-        dfit = run([Stage(detail_terms(detail, m_t, f_t, loss_fn, cfg),
-                          make_optimizer([detail.velocity], cfg, dev, lr=cfg.detail_lr), cfg.detail_steps)],
-                   total=cfg.detail_steps, callback=None if callback is None else detail_step,
-                   nonfinite=lambda it, _, value: (f"the loss became {value} at step {it} of the detail stage; lower "
-                                                   f"detail_lr (now {cfg.detail_lr}) or check the images"),
-                   progress=progress, desc=f"dipreg detail [{cfg.preset}, {dev.type}]", interruptible=True,
-                   keep_best=True)
+        try:
+            dfit = run([Stage(detail_terms(detail, m_t, f_t, loss_fn, cfg),
+                              make_optimizer([detail.velocity], cfg, dev, lr=cfg.detail_lr), cfg.detail_steps)],
+                       total=cfg.detail_steps, callback=None if callback is None else detail_step,
+                       nonfinite=lambda it, _, value: (f"the loss became {value} at step {it} of the detail stage; "
+                                                       f"lower detail_lr (now {cfg.detail_lr}) or check the images"),
+                       progress=progress, desc=f"dipreg detail [{cfg.preset}, {dev.type}]", interruptible=True,
+                       keep_best=True)
+        except RegistrationError as exc:  # the losses of both stages, as a run without the stage would report them
+            exc.history = history + exc.history
+            raise
         history = history + dfit.histories[0]
         if dfit.stopped != "iterations":
             stopped = dfit.stopped
