@@ -86,5 +86,5 @@ class RegistrationResult:
 
     def __repr__(self) -> str:
         h, w = self.warped.shape
-        return (f"RegistrationResult(method={self.method!r}, shape=({h}, {w}), iterations={len(self.history)}, "
+        return (f"RegistrationResult(method={self.method!r}, shape=({h}, {w}), steps={len(self.history)}, "
                 f"seconds={self.seconds:.2f}, device={self.device!r})")
