@@ -20,7 +20,7 @@ import time
 import torch
 
 from dipreg.data import tissue_pairs
-from dipreg.experiments.steps import STEPS, run_steps
+from dipreg.experiments.steps import CONTROLS, STEPS, run_steps
 
 
 def main() -> None:
@@ -28,7 +28,8 @@ def main() -> None:
     ap.add_argument("--out", default="dipreg/data/book/paper_steps")
     ap.add_argument("--split", default="held-out", help="tissue pairs: development, held-out or all")
     ap.add_argument("--target", default="cpu", help="the preset at the top of the ladder")
-    ap.add_argument("--steps", default=None, help=f"comma-separated rungs (default all: {[s[0] for s in STEPS]})")
+    ap.add_argument("--steps", default=None,
+                    help=f"comma-separated rungs and controls (default all: {[s[0] for s in STEPS + CONTROLS]})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, ...")
     ap.add_argument("--rerun-changed", action="store_true",

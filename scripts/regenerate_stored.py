@@ -40,7 +40,7 @@ from dipreg.data import sample_pair, tissue_pairs
 from dipreg.experiments.ablation import ABLATION_AXES, load_grid, run_grid
 from dipreg.experiments.results import config_changes, load_results
 from dipreg.experiments.runner import plan_methods, reproduce
-from dipreg.experiments.steps import load_steps, run_steps, stale_rungs, step_configs
+from dipreg.experiments.steps import load_steps, run_steps, rung_configs, stale_rungs
 from dipreg.jsonutil import changed_settings
 from dipreg.presets import get_preset
 
@@ -93,7 +93,7 @@ def _ladder_stale(folder: Path) -> tuple[dict, dict[str, str]]:
     A rung that a finished run left on fewer pairs (the expensive ``paper`` rung) is not asked for."""
     prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
     rows = load_steps(folder)
-    ladder = dict(step_configs(prov["target"]))
+    ladder = rung_configs(prov["target"])
     stale = stale_rungs(rows, prov["rungs"], ladder)
     stale.update({name: "that are new on the ladder" for name in ladder if name not in prov["rungs"]})
     last = prov["runs"][-1] if prov.get("runs") else {}
@@ -140,7 +140,7 @@ def regenerate_ladder(stage: Path) -> None:
     pairs = tissue_pairs("held-out")
     if [p.id for p in pairs] != prov["pairs"]:
         raise SystemExit(f"paper_steps: its pairs {prov['pairs']} are not the held-out tissue pairs")
-    ladder = dict(step_configs(prov["target"]))
+    ladder = rung_configs(prov["target"])
     run_steps(pairs, out, target=prov["target"], steps=[s for s in ladder if s in stale], seed=prov["seed"],
               device="cpu", rerun_changed=True)
 

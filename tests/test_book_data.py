@@ -51,16 +51,16 @@ def test_stored_finds_the_book_results_and_names_the_choices():
 def test_stored_ladder_used_the_current_rungs():
     """Chapter 10's table from the paper's method to the default (dipreg/data/book/paper_steps): every rung with
     rows ran the configuration the ladder gives it now, so the table cannot show an older default."""
-    from dipreg.experiments.steps import load_steps, stale_rungs, step_configs
+    from dipreg.experiments.steps import load_steps, rung_configs, stale_rungs
 
     folder = ROOT / "dipreg" / "data" / "book" / "paper_steps"
     prov = json.loads((folder / "provenance.json").read_text())
     rows = load_steps(folder)
     assert rows and {r["pair"] for r in rows} <= set(prov["pairs"])
-    stale = stale_rungs(rows, prov["rungs"], dict(step_configs(prov["target"])))
+    stale = stale_rungs(rows, prov["rungs"], rung_configs(prov["target"]))
     assert not stale, f"stale rungs {stale}: run python scripts/regenerate_stored.py (README, 'Layout')"
     assert not (folder / "reproduce.lock").exists()
-    for rung, _ in step_configs(prov["target"]):  # only the expensive paper rung may lack pairs
+    for rung in rung_configs(prov["target"]):  # only the expensive paper rung may lack pairs
         if rung != "paper":
             assert {r["pair"] for r in rows if r["step"] == rung} == set(prov["pairs"]), rung
 

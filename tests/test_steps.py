@@ -23,6 +23,16 @@ def test_ladder_starts_at_paper_and_ends_at_the_target():
         assert a != b, f"rung {name!r} changes nothing"
 
 
+def test_controls_are_the_target_with_a_part_taken_away():
+    configs, cpu = steps.rung_configs("cpu"), get_preset("cpu")
+    assert list(configs) == [s[0] for s in steps.STEPS] + [c[0] for c in steps.CONTROLS]
+    for name, fields, _ in steps.CONTROLS:
+        got, want = configs[name].to_dict(), cpu.replace(**fields).to_dict()
+        got.pop("preset"), want.pop("preset")
+        assert got == want, name
+    assert configs["stage without the network"].iterations == 1 and cpu.detail_steps > 0
+
+
 def test_a_departure_no_rung_names_is_refused(monkeypatch):
     monkeypatch.setattr(steps, "STEPS", tuple(s for s in steps.STEPS if s[0] != "velocity"))
     with pytest.raises(ValueError, match="integrate"):
@@ -30,8 +40,8 @@ def test_a_departure_no_rung_names_is_refused(monkeypatch):
 
 
 def test_run_resumes_and_summarises(tmp_path, monkeypatch, one_thread):
-    names = [s[0] for s in steps.STEPS]
-    ladder = [(n, TINY.replace(iterations=1 + i % 2)) for i, n in enumerate(names)]
+    ladder = [(s[0], TINY.replace(iterations=1 + i % 2)) for i, s in enumerate(steps.STEPS)]
+    names = [s[0] for s in steps.STEPS + steps.CONTROLS]
     monkeypatch.setattr(steps, "step_configs", lambda target="cpu": ladder)
     pairs = [p.resized(32) for p in tissue_pairs("held-out")[:2]]
     out = tmp_path / "run"

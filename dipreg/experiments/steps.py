@@ -10,6 +10,8 @@ come from the target preset itself, so the last rung *is* that preset; a departu
 :func:`run_steps` runs every rung on every pair (resumable, one JSON line per rung and pair in
 ``steps.jsonl`` beside a ``provenance.json``, and the warped image and det J of the first pair per rung in
 ``figure.npz``); :func:`summarize_steps` pools the lines per rung, :func:`load_figure` reads the pictures.
+Beside the ladder it runs :data:`CONTROLS`, the target with a part taken away (the network), which the ladder
+cannot show because each rung keeps everything before it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,19 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 )
 """The rungs, in order: (name, config fields set to the target preset's values, what the step is)."""
 
+CONTROLS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("stage without the network", {"iterations": 1},
+     "control, not a rung: the target with the network's steps cut to one, so its field is the untrained "
+     "network's, close to zero, then the detail stage: the affine map and a smoothed velocity, a classical "
+     "registration"),
+    ("stage without the network, longer", {"iterations": 1, "detail_steps": 200},
+     "control, not a rung: the same with 200 steps of the stage instead of the target's 60, for about the "
+     "target's time"),
+)
+"""Controls run beside the ladder: (name, config fields changed from the target, what it is). Each is the target
+preset with those fields changed (not cumulative): how much of the target's accuracy its detail stage would
+reach without the network."""
+
 _METRIC_KEYS = ("label_dice_before", "label_dice_after", "ssim_before", "ssim_after", "std_log_jac",
                 "folded_fraction", "jac_mean", "jac_min")
 
@@ -82,6 +97,19 @@ def step_configs(target: str = "cpu") -> list[tuple[str, RegistrationConfig]]:
         cfg = cfg.replace(**{f: getattr(goal, f) for f in fields})
         ladder.append((name, cfg))
     return ladder
+
+
+def rung_configs(target: str = "cpu") -> dict[str, RegistrationConfig]:
+    """Every configuration :func:`run_steps` runs, by name: the ladder of :func:`step_configs`, then the
+    :data:`CONTROLS`, each the ladder's last configuration with its fields changed."""
+    ladder = step_configs(target)
+    top = ladder[-1][1]
+    return {**dict(ladder), **{name: top.replace(**fields) for name, fields, _ in CONTROLS}}
+
+
+def _described() -> list[tuple[str, list[str], str]]:
+    """(name, fields, what) of every rung and control, in order."""
+    return [(n, list(f), w) for n, f, w in STEPS] + [(n, sorted(f), w) for n, f, w in CONTROLS]
 
 
 def _key(step: str, pair_id: str) -> str:
@@ -134,9 +162,10 @@ def _small(image: np.ndarray) -> np.ndarray:
 def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str = "cpu",
               steps: Iterable[str] | None = None, seed: int = 0, device: Any = "cpu",
               rerun_changed: bool = False) -> Path:
-    """Register every pair with every rung of :func:`step_configs` (or only the rungs named in ``steps``, in that
-    order), one JSON line per (rung, pair) appended to ``out_dir/steps.jsonl``; rows already there are kept and
-    not run again. For the first pair, each rung's warped image and det J also go to ``out_dir/figure.npz``.
+    """Register every pair with every configuration of :func:`rung_configs` (the ladder's rungs and the controls;
+    or only those named in ``steps``, in that order), one JSON line per (rung, pair) appended to
+    ``out_dir/steps.jsonl``; rows already there are kept and not run again. For the first pair, each rung's
+    warped image and det J also go to ``out_dir/figure.npz``.
     ``pairs``: :class:`dipreg.data.Pair` objects with ``moving_labels``/``fixed_labels`` (label Dice) or without.
     Rows of a :func:`stale_rungs` rung (no longer on the ladder, or run with another configuration than it has
     now, as after a change of a preset) are refused (ValueError), or with ``rerun_changed`` removed; the rungs
@@ -144,7 +173,7 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
     Returns the path of ``steps.jsonl``."""
     import dipreg
 
-    ladder = dict(step_configs(target))
+    ladder = rung_configs(target)
     order = list(ladder) if steps is None else list(steps)
     unknown = [s for s in order if s not in ladder]
     if unknown:
@@ -179,8 +208,8 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
         runs.append({"started": now(), "commit": git_commit(), "machine": machine_info(), "versions": versions(),
                      "steps": order})
         prov = {"target": target, "seed": seed, "pairs": [p.id for p in pairs],
-                "rungs": {name: {"fields": list(fields), "what": what, "config": ladder[name].to_dict()}
-                          for name, fields, what in STEPS},
+                "rungs": {name: {"fields": fields, "what": what, "config": ladder[name].to_dict()}
+                          for name, fields, what in _described()},
                 "runs": runs}
         write_json(prov_path, prov)
         done = {_key(r["step"], r["pair"]) for r in existing}
@@ -236,13 +265,13 @@ def stale_rungs(rows: Iterable[dict[str, Any]], recorded: dict[str, Any],
 
 
 def summarize_steps(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per rung of :data:`STEPS` that has rows, in ladder order: ``n`` pairs and the mean of each metric
-    (``<metric>`` keys, NaN when no row has it), ``seconds`` the mean wall time per pair."""
+    """Per rung of :data:`STEPS` and control of :data:`CONTROLS` that has rows, in that order: ``n`` pairs and the
+    mean of each metric (``<metric>`` keys, NaN when no row has it), ``seconds`` the mean wall time per pair."""
     by_step: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_step.setdefault(r["step"], []).append(r)
     out = []
-    for name, _, _ in STEPS:
+    for name, _, _ in _described():
         group = by_step.get(name)
         if not group:
             continue
@@ -257,7 +286,7 @@ def summarize_steps(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_steps(summary: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of :func:`summarize_steps`: one line per rung with what it adds, the pairs it ran on, label
     Dice, SD of log det J, % folded pixels, mean det J (the paper's column), SSIM, steps and seconds per pair."""
-    what = {name: text for name, _, text in STEPS}
+    what = {name: text for name, _, text in _described()}
 
     def f(v: float, fmt: str) -> str:
         return format(v, fmt) if math.isfinite(v) else "-"
