@@ -31,6 +31,7 @@ def test_controls_are_the_target_with_a_part_taken_away():
         got.pop("preset"), want.pop("preset")
         assert got == want, name
     assert configs["stage without the network"].iterations == 1 and cpu.detail_steps > 0
+    assert configs["affine map alone"].detail_steps == 0 and cpu.prealign == "affine"
 
 
 def test_a_departure_no_rung_names_is_refused(monkeypatch):

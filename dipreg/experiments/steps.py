@@ -63,6 +63,9 @@ STEPS: tuple[tuple[str, tuple[str, ...], str], ...] = (
 """The rungs, in order: (name, config fields set to the target preset's values, what the step is)."""
 
 CONTROLS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("affine map alone", {"iterations": 1, "detail_steps": 0},
+     "control, not a rung: the target with the network's steps cut to one and no detail stage, so what is left "
+     "is the affine pre-alignment and the untrained network's field, close to zero"),
     ("stage without the network", {"iterations": 1},
      "control, not a rung: the target with the network's steps cut to one, so its field is the untrained "
      "network's, close to zero, then the detail stage: the affine map and a smoothed velocity, a classical "
@@ -72,8 +75,8 @@ CONTROLS: tuple[tuple[str, dict[str, Any], str], ...] = (
      "target's time"),
 )
 """Controls run beside the ladder: (name, config fields changed from the target, what it is). Each is the target
-preset with those fields changed (not cumulative): how much of the target's accuracy its detail stage would
-reach without the network."""
+preset with those fields changed (not cumulative): where the affine map alone gets, and how much of the target's
+accuracy its detail stage reaches without the network."""
 
 _METRIC_KEYS = ("label_dice_before", "label_dice_after", "ssim_before", "ssim_after", "std_log_jac",
                 "folded_fraction", "jac_mean", "jac_min")
