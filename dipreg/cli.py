@@ -356,7 +356,8 @@ def collect_info() -> dict[str, Any]:
 
     dev = resolve_device(None)
     cfg = default_config(dev)
-    device: dict[str, Any] = {"default": str(dev), "cpu": cpu_model(), "cpu_cores": os.cpu_count(),
+    device: dict[str, Any] = {"default": str(dev), "cpu": cpu_model(),
+                              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_cores": os.cpu_count(),
                               "torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available()}
     if torch.cuda.is_available():
         device["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -389,7 +390,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     lines = ["versions: " + ", ".join(f"{k} {val}" for k, val in v.items())]
     gpus = d.get("gpus")
     lines.append(f"device: {d['default']}" + (f" ({', '.join(gpus)})" if gpus else " (no CUDA GPU)"))
-    lines.append(f"cpu: {d['cpu']}, {d['cpu_cores']} cores, torch uses {d['torch_threads']} threads")
+    lines.append(f"cpu: {d['cpu']} ({d['cpu_capability']}), {d['cpu_cores']} cores, torch uses "
+                 f"{d['torch_threads']} threads")
     p = info["default_preset"]
     lines.append(f"default preset on this device: {p['name']!r}")
     lines.extend(f"    {k} = {val!r}" for k, val in p["fields"].items())

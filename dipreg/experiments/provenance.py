@@ -58,11 +58,14 @@ def cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """Where this runs: CPU model and cores, torch threads, the CUDA GPU (if any), OS, Python, torch."""
+    """Where this runs: CPU model, its vector instruction set as PyTorch uses it (``"AVX2"``, ``"AVX512"``, ...:
+    kernels differ by it, and so do the last digits of a CPU result), cores, torch threads, the CUDA GPU (if any),
+    OS, Python, torch."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": gpu, "cuda": torch.version.cuda if gpu else None, "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
 

@@ -363,7 +363,8 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
         config: a :class:`RegistrationConfig`, a preset name (``"paper"``, ``"cpu"``, ...) or ``None`` for the
             device's default (``"gpu"`` on CUDA, ``"cpu"`` otherwise; ``result.info["preset"]`` says which).
         seed: seeds the weights and every noise draw (``None`` means 0): same seed and device, same numbers
-            (on a CPU also the same ``torch.get_num_threads()``: the optimisation amplifies float rounding).
+            (on a CPU also the same ``torch.get_num_threads()`` and instruction set, AVX2 or AVX-512, by which
+            PyTorch's kernels differ: the optimisation amplifies float rounding).
         device: ``"cpu"``, ``"cuda"``, ... or ``None`` for CUDA when available.
         progress: show a progress bar.
         callback: called with a :class:`Step` after every iteration; returning ``True`` stops the run.
