@@ -34,6 +34,11 @@ def test_controls_are_the_target_with_a_part_taken_away():
     assert configs["affine map alone"].detail_steps == 0 and cpu.prealign == "affine"
 
 
+def test_names_fit_the_command_line():
+    """scripts/paper_to_ours.py --steps takes comma-separated names."""
+    assert all("," not in name for name, _, _ in steps.STEPS + steps.CONTROLS)
+
+
 def test_a_departure_no_rung_names_is_refused(monkeypatch):
     monkeypatch.setattr(steps, "STEPS", tuple(s for s in steps.STEPS if s[0] != "velocity"))
     with pytest.raises(ValueError, match="integrate"):

@@ -70,7 +70,7 @@ CONTROLS: tuple[tuple[str, dict[str, Any], str], ...] = (
      "control, not a rung: the target with the network's steps cut to one, so its field is the untrained "
      "network's, close to zero, then the detail stage: the affine map and a smoothed velocity, a classical "
      "registration"),
-    ("stage without the network, longer", {"iterations": 1, "detail_steps": 200},
+    ("longer stage without the network", {"iterations": 1, "detail_steps": 200},
      "control, not a rung: the same with 200 steps of the stage instead of the target's 60, for about the "
      "target's time"),
 )
