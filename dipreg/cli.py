@@ -350,14 +350,15 @@ def collect_info() -> dict[str, Any]:
 
     import torch
 
-    from dipreg.experiments.provenance import cpu_model, versions
+    from dipreg.experiments.provenance import machine_info, versions
     from dipreg.methods.dip import resolve_device
     from dipreg.presets import default_config
 
     dev = resolve_device(None)
     cfg = default_config(dev)
-    device: dict[str, Any] = {"default": str(dev), "cpu": cpu_model(),
-                              "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_cores": os.cpu_count(),
+    machine = machine_info()
+    device: dict[str, Any] = {"default": str(dev), **{k: machine[k] for k in ("cpu", "cpu_isa", "cpu_capability",
+                                                                              "isa_limits", "cpu_cores")},
                               "torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available()}
     if torch.cuda.is_available():
         device["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -390,7 +391,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     lines = ["versions: " + ", ".join(f"{k} {val}" for k, val in v.items())]
     gpus = d.get("gpus")
     lines.append(f"device: {d['default']}" + (f" ({', '.join(gpus)})" if gpus else " (no CUDA GPU)"))
-    lines.append(f"cpu: {d['cpu']} ({d['cpu_capability']}), {d['cpu_cores']} cores, torch uses "
+    limits = ", ".join(f"{k}={v}" for k, v in d["isa_limits"].items())
+    lines.append(f"cpu: {d['cpu']} ({d['cpu_isa'] or 'instruction set unknown'}; PyTorch kernels "
+                 f"{d['cpu_capability']}{', ' + limits if limits else ''}), {d['cpu_cores']} cores, torch uses "
                  f"{d['torch_threads']} threads")
     p = info["default_preset"]
     lines.append(f"default preset on this device: {p['name']!r}")

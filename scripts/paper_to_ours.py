@@ -1,4 +1,5 @@
-"""Run the ladder from the ``paper`` preset to the default on labelled brain pairs (book chapter 10).
+"""Run the ladder from the ``paper`` preset to the default, and its controls, on labelled brain pairs (book chapter
+10).
 
 Usage (from the repository root)::
 
@@ -6,8 +7,9 @@ Usage (from the repository root)::
                                     [--device cuda] [--rerun-changed]
 
 Runs :func:`dipreg.experiments.steps.run_steps` on :func:`dipreg.data.tissue_pairs` of ``--split`` (the held-out
-pairs by default: they chose none of the default's settings), on the CPU with one torch thread. Resumable: run
-the same command again and only the missing (rung, pair) rows run. ``--steps`` runs only the named rungs, in the
+pairs by default: they chose none of the default's settings), on the CPU with one torch thread: the rungs of
+:data:`~dipreg.experiments.steps.STEPS`, then the :data:`~dipreg.experiments.steps.CONTROLS`. Resumable: run
+the same command again and only the missing (rung, pair) rows run. ``--steps`` runs only the named ones, in the
 order given (e.g. the cheap rungs first, ``paper`` last: it takes 20-60 min per pair on a CPU). ``--rerun-changed``
 runs again the rungs whose configuration changed since they ran (after a change of the default).
 """

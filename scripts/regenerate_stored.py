@@ -14,8 +14,9 @@ brought up to date there, running only what changed:
   ``rerun_changed=True``, so only the rows whose method has another configuration now run again (the other
   methods with their default settings, as every stored run has them). ``lgg_all_*`` read ``--lgg`` (the full
   download), the others ``../shared/data``'s six patients;
-* the ladder (``paper_steps``): the rungs whose configuration changed run again on its pairs
-  (:func:`dipreg.experiments.steps.run_steps` with ``rerun_changed=True``, as ``scripts/paper_to_ours.py``);
+* the ladder (``paper_steps``): the rungs and controls whose configuration changed, or that are new or lack pairs,
+  run on its pairs (:func:`dipreg.experiments.steps.run_steps` with ``rerun_changed=True``, as
+  ``scripts/paper_to_ours.py``);
 * the ablation grid (``ablation_sample.npz``): built anew in ``DIR`` (a later call resumes it there) when the
   ``cpu`` preset is no longer the stored grid's base (as ``scripts/make_ablation_grid.py``; then update
   ``ablation_sample.md`` by hand).
@@ -88,19 +89,22 @@ def _ablation_change() -> list[str]:
 
 
 def _ladder_stale(folder: Path) -> tuple[dict, dict[str, str]]:
-    """The ladder's provenance and the rungs to run again (rung -> why): its :func:`stale_rungs`, the rungs added to
-    the ladder since it ran (absent from its provenance), and the rungs of an interrupted last run that lack pairs.
-    A rung that a finished run left on fewer pairs (the expensive ``paper`` rung) is not asked for."""
+    """The ladder's provenance and the rungs and controls to run again (name -> why): its :func:`stale_rungs`, those
+    added since it ran (absent from its provenance), and every other one but the expensive ``paper`` rung that
+    lacks pairs (an interrupted run, or one that ran other names). ``paper`` is asked for only when an interrupted
+    last run left it on fewer pairs."""
     prov = json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
     rows = load_steps(folder)
     ladder = rung_configs(prov["target"])
     stale = stale_rungs(rows, prov["rungs"], ladder)
     stale.update({name: "that are new on the ladder" for name in ladder if name not in prov["rungs"]})
+    pairs = {name: {r["pair"] for r in rows if r["step"] == name} for name in ladder}
+    stale.update({name: "that lack pairs" for name in ladder
+                  if name != "paper" and name not in stale and pairs[name] != set(prov["pairs"])})
     last = prov["runs"][-1] if prov.get("runs") else {}
-    if last and "finished" not in last:
-        pairs = {name: {r["pair"] for r in rows if r["step"] == name} for name in last.get("steps", [])}
-        stale.update({name: "that an interrupted run left on fewer pairs" for name, done in pairs.items()
-                      if name in ladder and name not in stale and done != set(prov["pairs"])})
+    if last and "finished" not in last and "paper" in last.get("steps", []) and "paper" not in stale \
+            and pairs["paper"] != set(prov["pairs"]):
+        stale["paper"] = "that an interrupted run left on fewer pairs"
     return prov, stale
 
 

@@ -66,8 +66,8 @@ def test_stored_ladder_used_the_current_rungs():
 
 
 def test_ladder_regeneration_finds_new_and_unfinished_rungs(regenerate_stored, tmp_path):
-    """A rung new on the ladder, and a rung that a killed run left on fewer pairs, are run again; a rung that a
-    finished run left on fewer pairs (the paper's, hours a pair) is not."""
+    """A rung or control new on the ladder, or on fewer pairs than the ladder's, is run again; the paper's rung
+    (hours a pair) only when a killed run left it on fewer pairs, not when a finished run did."""
     import shutil
 
     folder = tmp_path / "paper_steps"
@@ -82,14 +82,19 @@ def test_ladder_regeneration_finds_new_and_unfinished_rungs(regenerate_stored, t
     assert regenerate_stored._ladder_stale(folder)[1] == {"fixed input": "that are new on the ladder"}
 
     prov = json.loads((ROOT / "dipreg" / "data" / "book" / "paper_steps" / "provenance.json").read_text())
-    prov["runs"][-1]["steps"] = ["velocity"]
-    velocity = [x for x in lines if json.loads(x)["step"] == "velocity"]
-    steps_path.write_text("\n".join(x for x in lines if x not in velocity[3:]) + "\n")
+    prov_path.write_text(json.dumps(prov))
+    for name, why in (("velocity", "that lack pairs"), ("affine map alone", "that lack pairs")):
+        rows = [x for x in lines if json.loads(x)["step"] == name]
+        steps_path.write_text("\n".join(x for x in lines if x not in rows[3:]) + "\n")
+        assert regenerate_stored._ladder_stale(folder)[1] == {name: why}  # finished run or not
+    paper = [x for x in lines if json.loads(x)["step"] == "paper"]
+    steps_path.write_text("\n".join(x for x in lines if x not in paper[3:]) + "\n")
+    prov["runs"][-1]["steps"] = ["paper"]
     prov_path.write_text(json.dumps(prov))
     assert regenerate_stored._ladder_stale(folder)[1] == {}  # the run finished: fewer pairs on purpose
     del prov["runs"][-1]["finished"]  # killed during the rung
     prov_path.write_text(json.dumps(prov))
-    assert regenerate_stored._ladder_stale(folder)[1] == {"velocity": "that an interrupted run left on fewer pairs"}
+    assert regenerate_stored._ladder_stale(folder)[1] == {"paper": "that an interrupted run left on fewer pairs"}
 
 
 def test_every_stored_result_is_up_to_date_with_the_presets(regenerate_stored):

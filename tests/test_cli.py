@@ -397,6 +397,7 @@ def test_register_records_threads_machine_and_the_warning(tmp_path, pair, monkey
     assert report["torch_threads"] == torch.get_num_threads() == 1
     assert report["machine"]["cpu_cores"] and report["warning"] is None
     assert report["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert report["machine"]["cpu_isa"] in ("avx512", "avx2", "avx", "other", None)
     monkeypatch.setattr(module, "register", warns)
     capsys.readouterr()
     assert main(["register", str(m), str(f), "--out", str(tmp_path / "b"), *TINY]) == 0

@@ -68,7 +68,7 @@ def test_run_resumes_and_summarises(tmp_path, monkeypatch, one_thread):
     prov = json.loads((out / "provenance.json").read_text(encoding="utf-8"))
     assert len(prov["runs"]) == 2 and prov["pairs"] == [p.id for p in pairs] and "finished" in prov["runs"][-1]
     fig = steps.load_figure(out)
-    assert set(fig) == {"moving", "fixed", *(f"{n}/{k}" for n in names for k in ("warped", "detj"))}
+    assert set(fig) == {"moving", "fixed", *(f"{n}/{k}" for n, _ in ladder for k in ("warped", "detj"))}
     assert fig["paper/detj"].shape == (32, 32) and fig["moving"].shape == (32, 32)
     summary = steps.summarize_steps(rows)
     assert [s["step"] for s in summary] == names and all(s["n"] == 2 for s in summary)

@@ -57,14 +57,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+ISA_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+"""Environment variables that limit the instruction set PyTorch's CPU kernels use."""
+
+
+def cpu_vector_isa() -> str | None:
+    """The widest x86 vector instruction set the CPU offers, ``"avx512"``, ``"avx2"`` or ``"avx"`` (from
+    /proc/cpuinfo's flags; ``"other"`` when none of them, ``None`` when there is no /proc/cpuinfo). oneDNN, which
+    runs PyTorch's CPU convolutions, picks its kernels by it, so the last digits of a CPU result differ with it
+    unless :data:`ISA_VARIABLES` limit it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((set(line.split(":", 1)[1].split()) for line in fh if line.startswith("flags")), set())
+    except OSError:
+        return None
+    return next((name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx")) if flag in flags),
+                "other")
+
+
 def machine_info() -> dict[str, Any]:
-    """Where this runs: CPU model, its vector instruction set as PyTorch uses it (``"AVX2"``, ``"AVX512"``, ...:
-    kernels differ by it, and so do the last digits of a CPU result), cores, torch threads, the CUDA GPU (if any),
-    OS, Python, torch."""
+    """Where this runs: CPU model, the widest vector instruction set it offers (:func:`cpu_vector_isa`), the one
+    PyTorch's own kernels use (``cpu_capability``), any :data:`ISA_VARIABLES` set, cores, torch threads, the CUDA
+    GPU (if any), OS, Python, torch. The instruction set changes the last digits of a CPU result."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    return {"cpu": cpu_model(), "cpu_isa": cpu_vector_isa(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_limits": {k: os.environ[k] for k in ISA_VARIABLES if k in os.environ},
             "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": gpu, "cuda": torch.version.cuda if gpu else None, "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}

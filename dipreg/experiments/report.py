@@ -149,7 +149,7 @@ def provenance_lines(prov: dict[str, Any], rows: Sequence[dict[str, Any]] | None
     for k, run in enumerate(runs, 1):
         m = run.get("machine", {}) or {}
         where = (f"{m.get('cpu')}, {m.get('cpu_cores')} cores, torch threads {m.get('torch_threads')}, "
-                 + (f"instruction set {m['cpu_capability']}, " if m.get("cpu_capability") else "")
+                 + (f"instruction set {m['cpu_isa']}, " if m.get("cpu_isa") else "")
                  + (f"GPU {m['gpu']} (CUDA {m.get('cuda')})" if m.get("gpu") else "no GPU")
                  + f", {m.get('platform')}")
         done = run.get("rows_already_done")

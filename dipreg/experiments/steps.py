@@ -216,6 +216,7 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
                 "runs": runs}
         write_json(prov_path, prov)
         done = {_key(r["step"], r["pair"]) for r in existing}
+        rungs = {name for name, _, _ in STEPS}
         figure = load_figure(out)
         if pairs and not figure:
             figure = {"moving": pairs[0].moving, "fixed": pairs[0].fixed}
@@ -237,7 +238,7 @@ def run_steps(pairs: Sequence[Any], out_dir: str | os.PathLike, *, target: str =
                     fh.write(json.dumps(row) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
-                if pair is pairs[0]:
+                if pair is pairs[0] and step in rungs:  # the figure shows the ladder, not the controls
                     from dipreg.metrics import jacobian_determinant
 
                     figure[f"{step}/warped"] = res.warped
