@@ -280,3 +280,25 @@ def test_masks_refuse_nan_and_non_binary_values():
             fn(nan_mask)
         with pytest.raises(ValueError, match="mask.*shape"):
             fn(np.ones((5, 6), bool))
+
+
+@pytest.mark.parametrize("sd", [0.01, 0.05, 0.2])
+def test_noise_sd_finds_added_white_noise(sd):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :160]
+    smooth = 0.3 + 0.002 * yy + 0.001 * xx  # a linear ramp: the kernel cancels it
+    noisy = smooth + rng.normal(0, sd, smooth.shape)
+    assert metrics.noise_sd(noisy) == pytest.approx(sd, rel=0.05)
+    inner = np.zeros(smooth.shape, bool)
+    inner[20:60, 30:90] = True
+    assert metrics.noise_sd(noisy, inner) == pytest.approx(sd, rel=0.1)
+    assert metrics.noise_sd(smooth) == pytest.approx(0, abs=1e-12)
+
+
+def test_noise_sd_refuses_what_it_cannot_measure():
+    with pytest.raises(ValueError, match="3 x 3"):
+        metrics.noise_sd(np.zeros((2, 5)))
+    border = np.zeros((8, 8), bool)
+    border[0] = True
+    with pytest.raises(ValueError, match="border"):
+        metrics.noise_sd(np.zeros((8, 8)), border)
