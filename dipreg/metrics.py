@@ -8,7 +8,7 @@ channel 1 columns) describing phi(x) = x + u(x). Masks are (H, W) boolean arrays
 only 0 and 1, of the image shape.
 
 Masks that select pixels to average over (``ssim``, ``folded_fraction``, ``std_log_jacobian``,
-``endpoint_error``) must select at least one pixel: an empty selection raises a ValueError, as an average
+``endpoint_error``, ``noise_sd``) must select at least one pixel: an empty selection raises a ValueError, as an average
 over no pixel is undefined. :func:`dice` is different: there the masks are the data, and two empty masks
 give NaN.
 """
