@@ -3,7 +3,8 @@
 Three suites, each on pairs named in the output:
 
 * ``robust``: known deformations of real and synthetic images with the faults of real data (a hot pixel,
-  unequal intensity ranges, a gamma change, a zero-padded band). Score: mean endpoint error (pixels) inside
+  unequal intensity ranges, a gamma change, a zero-padded band; white noise and a large motion, where the
+  network's prior shows). Score: mean endpoint error (pixels) inside
   the region where the answer is defined (the brain, or the image minus an 8-pixel border).
 * ``tissue``: inter-subject brain slices with tissue labels (:func:`dipreg.data.tissue_pairs`; ``--split``
   development, held-out or all). Scores: mean label Dice, SD log det J, folded pixels, SSIM.
@@ -60,6 +61,13 @@ def robust_cases() -> Iterator[tuple[str, Pair, np.ndarray]]:
     yield ("brain fixed x 1000 + 50", Pair(brain.moving, brain.fixed * 1000 + 50, displacement=brain.displacement),
            region)
     yield "brain fixed gamma 0.6", Pair(brain.moving, brain.fixed ** 0.6, displacement=brain.displacement), region
+    # where the network's prior shows (BENCHMARKS.md, session 18): noise about 7x these slices' own, and large motion
+    rng = np.random.default_rng(7)
+    yield ("brain noise SD 0.05", Pair(brain.moving + rng.normal(0, 0.05, brain.moving.shape),
+                                       brain.fixed + rng.normal(0, 0.05, brain.fixed.shape),
+                                       displacement=brain.displacement), region)
+    large = synthetic_pair(base.moving, seed=2, mask=base.moving_mask, max_displacement=18.0, smoothness=24.0)
+    yield "brain field 18 px", large, large.fixed_mask
     tex = _texture()
     inner = np.zeros(tex.shape, bool)
     inner[8:-8, 8:-8] = True
