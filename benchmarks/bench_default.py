@@ -61,7 +61,7 @@ def robust_cases() -> Iterator[tuple[str, Pair, np.ndarray]]:
     yield ("brain fixed x 1000 + 50", Pair(brain.moving, brain.fixed * 1000 + 50, displacement=brain.displacement),
            region)
     yield "brain fixed gamma 0.6", Pair(brain.moving, brain.fixed ** 0.6, displacement=brain.displacement), region
-    # where the network's prior shows (BENCHMARKS.md, session 18): noise about 7x these slices' own, and large motion
+    # where the network's prior shows (BENCHMARKS.md, session 18): noise far above these slices' own, large motion
     rng = np.random.default_rng(7)
     yield ("brain noise SD 0.05", Pair(brain.moving + rng.normal(0, 0.05, brain.moving.shape),
                                        brain.fixed + rng.normal(0, 0.05, brain.fixed.shape),
