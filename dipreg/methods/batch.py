@@ -35,20 +35,20 @@ import torch
 
 from dipreg.config import RegistrationConfig
 from dipreg.data.pair import Pair, as_pairs
-from dipreg.losses import field_penalty, get_loss
+from dipreg.losses import get_loss
 from dipreg.methods.affine import area_change, area_warning, fit_affine, levels_to
 from dipreg.methods.dip import (
     DetailField,
-    detail_terms,
     make_field,
     make_optimizer,
+    member_terms,
     optimiser_images,
     resolve_config,
     resolve_device,
 )
-from dipreg.methods.engine import BatchField, Noise, Stage, Terms, checked, run
+from dipreg.methods.engine import BatchField, Noise, Stage, checked, run
 from dipreg.result import RegistrationResult
-from dipreg.transform import warp, warp_tensor
+from dipreg.transform import warp
 from dipreg.validate import ArrayLike, as_image, check_seed, same_shape
 
 __all__ = ["register_many"]
@@ -133,16 +133,7 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     noise = Noise(lambda: torch.stack([models[0].noise(g, dev) for g in gens]), cfg.noise == "fixed",
                   cfg.readout_draws)
 
-    def terms(it: int) -> Terms:
-        u = field(noise())
-        warped_t = warp_tensor(m_t, u)
-        losses = []
-        for i in range(n):  # per pair, exactly as register computes it
-            loss = loss_fn(warped_t[i:i + 1], f_t[i:i + 1])
-            if cfg.fold_penalty or cfg.volume_penalty:
-                loss = loss + field_penalty(u[i:i + 1], cfg.fold_penalty, cfg.volume_penalty)
-            losses.append(loss)
-        return Terms(losses, u, warped_t)
+    terms = member_terms(lambda: field(noise()), m_t, f_t, loss_fn, cfg)  # per pair, exactly as register computes it
 
     def nonfinite(it: int, i: int, value: float) -> str:
         return (f"pairs[{i}] (seed {seeds[i]}): the loss became {value} at iteration {it}; lower the learning "
@@ -159,7 +150,7 @@ def register_many(pairs: Iterable[Pair | tuple[ArrayLike, ArrayLike]], *,
     net_steps = [len(h) for h in histories]
     if cfg.detail_steps:  # as register: one free velocity per pair, all pairs in one loop
         detail = DetailField(cfg, shape, models[0].refine_grid, u)
-        dfit = run([Stage(detail_terms(detail, m_t, f_t, loss_fn, cfg),
+        dfit = run([Stage(member_terms(detail, m_t, f_t, loss_fn, cfg),
                           make_optimizer([detail.velocity], cfg, dev, lr=cfg.detail_lr), cfg.detail_steps)],
                    members=n, total=cfg.detail_steps, progress=progress, keep_best=True,
                    nonfinite=lambda it, i, value: (f"pairs[{i}] (seed {seeds[i]}): the loss became {value} at step "

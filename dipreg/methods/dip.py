@@ -52,7 +52,7 @@ from dipreg.validate import ArrayLike, as_image, check_seed, same_shape
 # The loop, its early stopping, progress bar, errors and quality check live in dipreg.methods.engine; the DIP method's
 # public names are kept here, where the book and the user look for them.
 __all__ = ["DIPField", "DetailField", "Plateau", "RegistrationError", "RegistrationInterrupted",
-           "RegistrationWarning", "Step", "compiled_objective", "detail_terms", "make_field", "make_optimizer",
+           "RegistrationWarning", "Step", "compiled_objective", "make_field", "make_optimizer", "member_terms",
            "objective", "optimiser_images", "progress_bar", "quality_check", "register", "resolve_config",
            "resolve_device"]
 
@@ -270,14 +270,16 @@ class DetailField(torch.nn.Module):
         return compose(self.base, resize_displacement(d, self.shape))
 
 
-def detail_terms(detail: DetailField, moving: torch.Tensor, fixed: torch.Tensor,
+def member_terms(displacement: Callable[[], torch.Tensor], moving: torch.Tensor, fixed: torch.Tensor,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  cfg: RegistrationConfig) -> Callable[[int], Terms]:
-    """The detail stage's objective for :func:`dipreg.methods.engine.run`: per pair (member) of the (B, 1, H, W)
-    images, the data term plus ``cfg``'s fold barrier and volume term, as :func:`objective` computes them."""
+    """An objective for :func:`dipreg.methods.engine.run` over B pairs (members) at once: ``displacement()`` gives
+    their fields (B, 2, H, W) in pixels (a :class:`DetailField`, or :func:`dipreg.register_many`'s stacked
+    networks), and each pair of the (B, 1, H, W) images gets its own data term plus ``cfg``'s fold barrier and
+    volume term, as :func:`objective` computes them."""
 
     def terms(it: int) -> Terms:
-        u = detail()
+        u = displacement()
         warped = warp_tensor(moving, u)
         losses = []
         for i in range(u.shape[0]):
@@ -438,7 +440,7 @@ def register(moving: ArrayLike, fixed: ArrayLike, *, config: RegistrationConfig 
             return callback(Step(net_steps + it, values[0], t.output.detach(), t.warped.detach()))
 
         try:
-            dfit = run([Stage(detail_terms(detail, m_t, f_t, loss_fn, cfg),
+            dfit = run([Stage(member_terms(detail, m_t, f_t, loss_fn, cfg),
                               make_optimizer([detail.velocity], cfg, dev, lr=cfg.detail_lr), cfg.detail_steps)],
                        total=cfg.detail_steps, callback=None if callback is None else detail_step,
                        nonfinite=lambda it, _, value: (f"the loss became {value} at step {it} of the detail stage; "
